@@ -1,0 +1,19 @@
+"""lrtools: helpers for the lr-workbook notebooks on adjusting the learning rate in PyTorch."""
+
+from .data import TensorLoader, mnist_loaders
+from .models import SmallCNN
+from .plotting import plot_compare, plot_digits, plot_history, plot_lr
+from .schedules import get_lr, preview_schedule, scale_lr, set_lr
+from .training import DivergenceError, History, evaluate, fit
+from .utils import describe_environment, pick_device, quick_mode, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "mnist_loaders", "TensorLoader",
+    "SmallCNN",
+    "fit", "evaluate", "History", "DivergenceError",
+    "preview_schedule", "get_lr", "set_lr", "scale_lr",
+    "plot_lr", "plot_history", "plot_compare", "plot_digits",
+    "seed_everything", "pick_device", "describe_environment", "quick_mode",
+]

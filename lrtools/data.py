@@ -1,0 +1,220 @@
+"""MNIST, loaded once and served as on-device mini-batches.
+
+The usual ``DataLoader(ToTensor(), Normalize())`` pipeline decodes every image in
+Python on every epoch. MNIST is small (55 MB), so here the whole split is
+normalised once, kept as a single tensor on the training device, and each epoch
+draws a new seeded permutation of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from .utils import pick_device, quick_mode
+
+__all__ = ["MNIST_MEAN", "MNIST_STD", "TensorLoader", "mnist_loaders", "resolve_data_root"]
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+#: Published MD5s of the uncompressed originals (the ones torchvision checks).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+#: (train, val, test) sizes in quick mode: a fixed subset, the same on every run.
+QUICK_SIZES = (4096, 1024, 2048)
+EVAL_BATCH_SIZE = 1000
+
+
+class TensorLoader:
+    """Mini-batches from tensors that already live on the training device.
+
+    Iterating yields ``(x, y)`` pairs like a ``DataLoader``; ``len(loader)`` is the
+    number of batches (``steps_per_epoch`` for a training loader). With
+    ``shuffle=True`` every pass uses a new order, seeded by ``(seed, epoch)`` so a
+    run can be repeated, or resumed at any epoch with :meth:`set_epoch`.
+
+    Example:
+        >>> loader = TensorLoader(torch.zeros(10, 1, 28, 28), torch.zeros(10), batch_size=4)
+        >>> len(loader), [len(y) for _, y in loader]
+        (3, [4, 4, 2])
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 shuffle: bool = False, seed: int = 0, indices: torch.Tensor | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels: pass matching tensors.")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch = 0
+        #: Positions of these examples in the original split (for checking splits).
+        self.indices = indices if indices is not None else torch.arange(len(labels))
+
+    @property
+    def device(self) -> torch.device:
+        """The device the batches are on."""
+        return self.images.device
+
+    @property
+    def num_samples(self) -> int:
+        """How many examples one pass yields."""
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass use the order of ``epoch`` (for resuming)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.num_samples
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=gen).to(self.device, non_blocking=True)
+        self.epoch += 1
+        for start in range(0, n, self.batch_size):
+            if self.shuffle:
+                idx = order[start:start + self.batch_size]
+                yield self.images[idx], self.labels[idx]
+            else:
+                yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """Where MNIST lives: ``root`` if given, else ``$LRTOOLS_DATA``, else ``./data``.
+
+    Example:
+        >>> resolve_data_root("/tmp/mnist")
+        PosixPath('/tmp/mnist')
+    """
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("LRTOOLS_DATA") or "data")
+
+
+@functools.lru_cache(maxsize=16)
+def _md5(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(root: Path, raw: Path, missing: list[str]) -> None:
+    import torchvision
+
+    try:
+        for train in (True, False):
+            torchvision.datasets.MNIST(str(root), train=train, download=True)
+    except Exception as exc:  # offline, blocked mirror, disk full, ...
+        raise RuntimeError(
+            f"MNIST files {missing} are missing from {raw} and downloading them failed "
+            f"({type(exc).__name__}: {exc}). Fix: connect to the internet and run again, or "
+            "point LRTOOLS_DATA (or root=) at a folder that holds MNIST/raw/ with the four "
+            "uncompressed files, e.g. `export LRTOOLS_DATA=../shared/data`."
+        ) from exc
+
+
+def ensure_mnist(root: Path, *, download: bool = True) -> Path:
+    """Make sure the four MNIST files are under ``root/MNIST/raw`` and intact.
+
+    Missing files are downloaded through ``torchvision.datasets.MNIST`` when
+    ``download`` is true; present files are checked against the published MD5s.
+
+    Returns:
+        The ``raw`` folder.
+
+    Example:
+        >>> ensure_mnist(resolve_data_root(), download=False)  # doctest: +SKIP
+    """
+    raw = root / "MNIST" / "raw"
+    missing = [name for name in MNIST_MD5 if not (raw / name).is_file()]
+    if missing and not download:
+        raise FileNotFoundError(
+            f"MNIST files {missing} are missing from {raw} (downloads are off). Fix: set "
+            "LRTOOLS_DATA (or root=) to a folder that holds MNIST/raw/, or pass download=True."
+        )
+    if missing:
+        _download(root, raw, missing)
+    for name, expected in MNIST_MD5.items():
+        stat = (raw / name).stat()
+        actual = _md5(str(raw / name), stat.st_size, stat.st_mtime_ns)
+        if actual != expected:
+            raise ValueError(
+                f"{raw / name} is corrupt: its MD5 is {actual}, expected {expected}. Fix: delete "
+                "it and run again to download a fresh copy (or restore it from a good copy)."
+            )
+    return raw
+
+
+@functools.lru_cache(maxsize=2)
+def _read_split(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    ds = torchvision.datasets.MNIST(root, train=train, download=False)
+    return ds.data, ds.targets
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device):
+    x = images.to(device).unsqueeze(1).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD)
+    return x, labels.to(device)
+
+
+def mnist_loaders(batch_size: int = 128, *, root: str | os.PathLike | None = None,
+                  val_size: int = 5000, device: torch.device | str | None = None,
+                  quick: bool | None = None, seed: int = 0, download: bool = True,
+                  ) -> tuple[TensorLoader, TensorLoader | None, TensorLoader]:
+    """Train, validation and test loaders for MNIST, resident on ``device``.
+
+    The validation split is ``val_size`` images drawn (seeded) from the 60k
+    training images; the 10k test set is only for final numbers.
+
+    Args:
+        batch_size: Training mini-batch size (evaluation uses batches of 1000).
+        root: Data folder (else ``$LRTOOLS_DATA``, else ``./data``).
+        val_size: Images held out for validation; 0 gives no validation loader.
+        device: Where batches live; defaults to :func:`lrtools.pick_device`.
+        quick: Use a small fixed subset (default: ``LRTOOLS_QUICK=1``).
+        seed: Seeds the split and the shuffling.
+        download: Fetch missing files through torchvision.
+
+    Returns:
+        ``(train_loader, val_loader, test_loader)``; ``val_loader`` is None if ``val_size == 0``.
+
+    Example:
+        >>> train_loader, val_loader, test_loader = mnist_loaders(quick=True)  # doctest: +SKIP
+        >>> len(train_loader)  # steps per epoch  # doctest: +SKIP
+        32
+    """
+    if not 0 <= val_size < 60_000:
+        raise ValueError(f"val_size must be in [0, 60000), got {val_size}.")
+    root = resolve_data_root(root)
+    ensure_mnist(root, download=download)
+    device = torch.device(device) if device is not None else pick_device()
+    images, labels = _read_split(str(root), True)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    test_images, test_labels = _read_split(str(root), False)
+    test_idx = torch.arange(len(test_labels))
+    if quick_mode(quick):
+        n_train, n_val, n_test = QUICK_SIZES
+        train_idx, val_idx, test_idx = train_idx[:n_train], val_idx[:n_val], test_idx[:n_test]
+    train = TensorLoader(*_to_device(images[train_idx], labels[train_idx], device),
+                         batch_size, shuffle=True, seed=seed, indices=train_idx)
+    val = (TensorLoader(*_to_device(images[val_idx], labels[val_idx], device), EVAL_BATCH_SIZE,
+                        indices=val_idx) if val_size else None)
+    test = TensorLoader(*_to_device(test_images[test_idx], test_labels[test_idx], device),
+                        EVAL_BATCH_SIZE, indices=test_idx)
+    return train, val, test

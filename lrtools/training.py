@@ -1,0 +1,267 @@
+"""A training loop that records the learning rate it actually applies."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from tqdm.auto import tqdm
+
+__all__ = ["History", "DivergenceError", "fit", "evaluate"]
+
+STEP_EVERY = ("epoch", "step")
+PLATEAU_METRICS = {"val_loss": "min", "val_acc": "max"}
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite; ``.history`` holds the run up to that point."""
+
+    def __init__(self, message: str, history: History) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+@dataclass
+class History:
+    """What :func:`fit` saw, per optimizer step and per epoch.
+
+    ``step_lr[step][group]`` is the LR each param group had when ``optimizer.step()``
+    ran, read from ``optimizer.param_groups`` (not from the scheduler).
+    ``epoch_lr[epoch][group]`` is the LR at the epoch's first step.
+
+    Example:
+        >>> h = History(steps_per_epoch=2, step_lr=[[0.1], [0.1]], step_loss=[2.3, 2.1])
+        >>> h.lrs
+        [0.1, 0.1]
+    """
+
+    steps_per_epoch: int = 0
+    step_lr: list[list[float]] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)
+    epoch_lr: list[list[float]] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def lrs(self) -> list[float]:
+        """The first param group's LR at every optimizer step."""
+        return [lrs[0] for lrs in self.step_lr]
+
+    @property
+    def epochs(self) -> int:
+        """How many epochs finished."""
+        return len(self.train_loss)
+
+    def rows(self) -> list[dict[str, float]]:
+        """One dict per finished epoch (``epoch`` counts from 1)."""
+        keys = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+        return [{"epoch": e + 1, "lr": self.epoch_lr[e][0], **{k: getattr(self, k)[e] for k in keys}}
+                for e in range(self.epochs)]
+
+    def table(self) -> str:
+        """The per-epoch numbers as a fixed-width text table."""
+        lines = [f"{'epoch':>5} {'lr':>10} {'train_loss':>10} {'train_acc':>9} "
+                 f"{'val_loss':>8} {'val_acc':>7} {'seconds':>7}"]
+        for r in self.rows():
+            lines.append(f"{r['epoch']:>5} {r['lr']:>10.3g} {r['train_loss']:>10.4f} "
+                         f"{r['train_acc']:>9.4f} {r['val_loss']:>8.4f} {r['val_acc']:>7.4f} "
+                         f"{r['seconds']:>7.2f}")
+        return "\n".join(lines + (["(interrupted)"] if self.interrupted else []))
+
+    def log_epoch(self, train_loss: float, train_acc: float, val_loss: float, val_acc: float, *,
+                  seconds: float) -> None:
+        """Append one finished epoch's numbers."""
+        for key, value in zip(("train_loss", "train_acc", "val_loss", "val_acc", "seconds"),
+                              (train_loss, train_acc, val_loss, val_acc, seconds)):
+            getattr(self, key).append(value)
+
+    def to_dict(self) -> dict:
+        """Plain lists and numbers, for JSON or a checkpoint."""
+        return asdict(self)
+
+
+def _tqdm_disabled() -> bool:
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in {"", "0", "false"}
+
+
+def _check_fit_args(optimizer, scheduler, step_every, epochs, val_loader, plateau_metric) -> None:
+    if step_every not in STEP_EVERY:
+        raise ValueError(f"step_every must be 'epoch' or 'step', got {step_every!r}. Use 'step' for "
+                         "schedules counted in optimizer updates (OneCycleLR, CyclicLR, warmup) and "
+                         "'epoch' for schedules counted in epochs (StepLR, ReduceLROnPlateau).")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    if scheduler is None:
+        return
+    if getattr(scheduler, "optimizer", None) is not optimizer:
+        raise ValueError("The scheduler is attached to a different optimizer than the one passed to "
+                         "fit(), so it would change an LR nobody uses. Fix: build it from this "
+                         "optimizer, e.g. StepLR(optimizer, ...), after creating the optimizer.")
+    if isinstance(scheduler, ReduceLROnPlateau):
+        _check_plateau(scheduler, step_every, val_loader, plateau_metric)
+
+
+def _check_plateau(scheduler, step_every, val_loader, plateau_metric) -> None:
+    if plateau_metric not in PLATEAU_METRICS:
+        raise ValueError(f"plateau_metric must be one of {sorted(PLATEAU_METRICS)}, got {plateau_metric!r}.")
+    if val_loader is None:
+        raise ValueError("ReduceLROnPlateau steps on a validation metric, but val_loader is None. "
+                         "Fix: pass val_loader= (a split of the training data, never the test set).")
+    if step_every != "epoch":
+        raise ValueError("ReduceLROnPlateau must step once per epoch, after validation: "
+                         "use step_every='epoch'.")
+    want = PLATEAU_METRICS[plateau_metric]
+    if scheduler.mode != want:
+        raise ValueError(f"ReduceLROnPlateau(mode={scheduler.mode!r}) cannot watch "
+                         f"plateau_metric={plateau_metric!r}, which should go "
+                         f"{'down' if want == 'min' else 'up'}. Fix: use mode={want!r}, or "
+                         f"plateau_metric={'val_acc' if want == 'min' else 'val_loss'!r}.")
+
+
+def _resolve_device(device, model: nn.Module, train_loader) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if getattr(train_loader, "device", None) is not None:
+        return torch.device(train_loader.device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _check_finite(history: History, first_step: int, epoch: int) -> None:
+    for step in range(first_step, len(history.step_loss)):
+        loss = history.step_loss[step]
+        if not math.isfinite(loss):
+            del history.epoch_lr[history.epochs:]
+            raise DivergenceError(
+                f"Training diverged: the loss became {loss} at step {step} (epoch {epoch}) with "
+                f"lr={history.step_lr[step]}. The learning rate is too large for this model: lower "
+                "it (e.g. 10x), add warmup, or clip gradients. The run so far is in `.history`.",
+                history)
+
+
+def _train_epoch(model, optimizer, train_loader, scheduler, history, bar, device, loss_fn):
+    """One pass over ``train_loader``; a single host sync at the end."""
+    model.train()
+    losses, sizes = [], []
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    try:
+        for x, y in train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            lrs = [float(g["lr"]) for g in optimizer.param_groups]  # what step() will apply
+            out = model(x)
+            loss = loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.step_lr.append(lrs)
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(loss.detach())
+            sizes.append(len(y))
+            correct += (out.detach().argmax(1) == y).sum()
+            bar.update()
+    finally:
+        step_losses = torch.stack(losses).float().tolist() if losses else []
+        history.step_loss.extend(step_losses)
+    seen = sum(sizes)
+    mean_loss = sum(loss * n for loss, n in zip(step_losses, sizes)) / max(seen, 1)
+    return mean_loss, correct.item() / max(seen, 1)
+
+
+def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None,
+             loss_fn: Callable = F.cross_entropy) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` over ``loader``, without gradients.
+
+    The model's train/eval mode is restored afterwards.
+
+    Example:
+        >>> val_loss, val_acc = evaluate(model, val_loader)  # doctest: +SKIP
+    """
+    device = _resolve_device(device, model, loader)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out = model(x)
+            total += loss_fn(out, y, reduction="sum").float()
+            correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+    model.train(was_training)
+    return total.item() / max(seen, 1), correct.item() / max(seen, 1)
+
+
+def _end_epoch(history, scheduler, step_every, plateau_metric, bar) -> None:
+    if scheduler is not None and step_every == "epoch":
+        if isinstance(scheduler, ReduceLROnPlateau):
+            scheduler.step(getattr(history, plateau_metric)[-1])
+        else:
+            scheduler.step()
+    bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val_acc=f"{history.val_acc[-1]:.4f}",
+                    lr=f"{history.epoch_lr[-1][0]:.3g}")
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable, *,
+        epochs: int, scheduler=None, step_every: str = "epoch", val_loader: Iterable | None = None,
+        device: torch.device | str | None = None, plateau_metric: str = "val_loss",
+        loss_fn: Callable = F.cross_entropy) -> History:
+    """Train ``model`` and record the learning rate applied at every step.
+
+    Each step runs forward, backward, ``optimizer.step()``, then ``scheduler.step()``
+    when ``step_every="step"``; with ``"epoch"`` the scheduler steps once after
+    validation (a ``ReduceLROnPlateau`` gets ``plateau_metric``). Ctrl-C returns the
+    history so far with ``interrupted=True``; a NaN/inf loss raises
+    :class:`DivergenceError`.
+
+    Args:
+        model: The network (moved to ``device``).
+        optimizer: Built on ``model.parameters()``.
+        train_loader: Yields ``(x, y)``; ``len()`` is ``steps_per_epoch``.
+        epochs: Passes over ``train_loader``.
+        scheduler: Any ``torch.optim.lr_scheduler`` object bound to ``optimizer``.
+        step_every: ``"epoch"`` or ``"step"``.
+        val_loader: Validation data, evaluated after every epoch.
+        device: Defaults to the loader's device.
+        plateau_metric: ``"val_loss"`` (mode ``min``) or ``"val_acc"`` (mode ``max``).
+        loss_fn: ``loss_fn(logits, y, reduction=...)``, cross-entropy by default.
+
+    Example:
+        >>> history = fit(model, optimizer, train_loader, epochs=3,
+        ...               scheduler=StepLR(optimizer, 1, 0.5), val_loader=val_loader)  # doctest: +SKIP
+    """
+    _check_fit_args(optimizer, scheduler, step_every, epochs, val_loader, plateau_metric)
+    device = _resolve_device(device, model, train_loader)
+    model.to(device)
+    history = History(steps_per_epoch=len(train_loader))
+    per_step = scheduler if step_every == "step" else None
+    bar = tqdm(total=epochs * len(train_loader), unit="step", disable=_tqdm_disabled(), leave=False)
+    try:
+        for epoch in range(epochs):
+            start, first_step = time.perf_counter(), len(history.step_loss)
+            history.epoch_lr.append([float(g["lr"]) for g in optimizer.param_groups])
+            loss, acc = _train_epoch(model, optimizer, train_loader, per_step, history, bar, device, loss_fn)
+            _check_finite(history, first_step, epoch)
+            val = (evaluate(model, val_loader, device=device, loss_fn=loss_fn)
+                   if val_loader is not None else (math.nan, math.nan))
+            history.log_epoch(loss, acc, *val, seconds=time.perf_counter() - start)
+            _end_epoch(history, scheduler, step_every, plateau_metric, bar)
+    except KeyboardInterrupt:
+        history.interrupted = True
+        del history.epoch_lr[history.epochs:]
+    finally:
+        bar.close()
+    return history

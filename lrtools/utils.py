@@ -1,0 +1,88 @@
+"""Reproducibility and environment helpers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+
+import torch
+
+__all__ = ["seed_everything", "pick_device", "describe_environment", "quick_mode"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (when installed) and PyTorch on every device.
+
+    Args:
+        seed: Any integer; the same seed gives the same run on the same device.
+
+    Example:
+        >>> seed_everything(0)
+    """
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy ships with matplotlib
+        return
+    np.random.seed(seed % 2**32)
+
+
+def pick_device() -> torch.device:
+    """Return the best available device: CUDA, then Apple MPS, then the CPU.
+
+    Example:
+        >>> pick_device().type in {"cuda", "mps", "cpu"}
+        True
+    """
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def quick_mode(quick: bool | None = None) -> bool:
+    """Resolve quick mode: an explicit argument wins, else ``LRTOOLS_QUICK=1``.
+
+    Example:
+        >>> quick_mode(True)
+        True
+    """
+    if quick is not None:
+        return bool(quick)
+    return os.environ.get("LRTOOLS_QUICK", "0").strip().lower() in {"1", "true", "yes"}
+
+
+def describe_environment(device: torch.device | None = None) -> str:
+    """Describe versions and the compute device, for a notebook's first cell.
+
+    Args:
+        device: The device to describe; defaults to :func:`pick_device`.
+
+    Returns:
+        A few ``name: value`` lines.
+
+    Example:
+        >>> print(describe_environment())  # doctest: +SKIP
+        python: 3.11.7 ...
+    """
+    import torchvision
+
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    else:
+        name = device.type
+    lines = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": f"{device.type} ({name})",
+        "quick mode": "on (small subset, few epochs)" if quick_mode() else "off (full MNIST)",
+    }
+    return "\n".join(f"{k:>12}: {v}" for k, v in lines.items())

@@ -1,0 +1,120 @@
+"""MNIST loading: root resolution, checksums, splits, shuffling, quick mode."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+import torch
+
+from lrtools import TensorLoader, mnist_loaders
+from lrtools.data import MNIST_MD5, QUICK_SIZES, ensure_mnist, resolve_data_root
+
+
+def test_full_split_sizes_and_shapes(mnist_root):
+    train, val, test = mnist_loaders(128, root=mnist_root, device="cpu", quick=False, download=False)
+    assert (train.num_samples, val.num_samples, test.num_samples) == (55_000, 5_000, 10_000)
+    assert len(train) == 430  # ceil(55000 / 128): steps_per_epoch
+    x, y = next(iter(train))
+    assert x.shape == (128, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.long
+    # Normalised with the usual MNIST mean/std: about zero mean, unit std over the split.
+    assert abs(train.images.mean().item()) < 0.01 and abs(train.images.std().item() - 1) < 0.01
+    # Validation comes from the training images, disjoint from what we train on.
+    assert not set(val.indices.tolist()) & set(train.indices.tolist())
+    assert sorted(val.indices.tolist() + train.indices.tolist()) == list(range(60_000))
+
+
+def test_quick_mode_from_env(mnist_root, monkeypatch):
+    monkeypatch.setenv("LRTOOLS_QUICK", "1")
+    train, val, test = mnist_loaders(64, root=mnist_root, device="cpu", download=False)
+    assert (train.num_samples, val.num_samples, test.num_samples) == QUICK_SIZES
+    assert len(train) == QUICK_SIZES[0] // 64
+
+
+def test_split_is_seeded(mnist_root):
+    a = mnist_loaders(root=mnist_root, device="cpu", quick=True, seed=0, download=False)[1]
+    b = mnist_loaders(root=mnist_root, device="cpu", quick=True, seed=0, download=False)[1]
+    c = mnist_loaders(root=mnist_root, device="cpu", quick=True, seed=1, download=False)[1]
+    assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
+
+
+def test_val_size_zero_gives_no_val_loader(mnist_root):
+    assert mnist_loaders(root=mnist_root, device="cpu", quick=True, val_size=0, download=False)[1] is None
+
+
+def test_bad_val_size():
+    with pytest.raises(ValueError, match=re.escape("val_size must be in [0, 60000), got 60000.")):
+        mnist_loaders(val_size=60_000)
+
+
+def test_shuffle_new_order_each_epoch_and_replayable():
+    loader = TensorLoader(torch.arange(20.0)[:, None], torch.arange(20), batch_size=5,
+                          shuffle=True, seed=3)
+    first = torch.cat([y for _, y in loader])
+    second = torch.cat([y for _, y in loader])
+    assert sorted(first.tolist()) == list(range(20)) and not torch.equal(first, second)
+    loader.set_epoch(0)
+    assert torch.equal(torch.cat([y for _, y in loader]), first)
+
+
+def test_unshuffled_loader_keeps_order_and_last_batch():
+    loader = TensorLoader(torch.zeros(10, 1), torch.arange(10), batch_size=4)
+    assert len(loader) == 3
+    assert [y.tolist() for _, y in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_loader_rejects_mismatched_tensors():
+    with pytest.raises(ValueError, match=re.escape("3 images but 2 labels: pass matching tensors.")):
+        TensorLoader(torch.zeros(3, 1), torch.zeros(2), batch_size=1)
+
+
+def test_root_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("LRTOOLS_DATA", str(tmp_path))
+    assert resolve_data_root("elsewhere").name == "elsewhere"
+    assert resolve_data_root() == tmp_path
+    monkeypatch.delenv("LRTOOLS_DATA")
+    assert str(resolve_data_root()) == "data"
+
+
+def _copy_raw(mnist_root, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_MD5:
+        shutil.copy(mnist_root / "MNIST" / "raw" / name, raw / name)
+    return raw
+
+
+def test_md5_catches_a_flipped_byte(mnist_root, tmp_path):
+    raw = _copy_raw(mnist_root, tmp_path)
+    assert ensure_mnist(tmp_path, download=False) == raw
+    path = raw / "train-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path} is corrupt: its MD5 is ")) as info:
+        mnist_loaders(root=tmp_path, device="cpu", download=False)
+    assert "expected a25bea736e30d166cdddb491f175f624. Fix: delete it and run again" in str(info.value)
+
+
+def test_missing_files_without_download(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"are missing from {raw} (downloads are off). "
+                                                          "Fix: set LRTOOLS_DATA")):
+        mnist_loaders(root=tmp_path, download=False)
+
+
+def test_offline_download_failure_names_the_fix(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(RuntimeError) as info:
+        mnist_loaders(root=tmp_path)
+    msg = str(info.value)
+    assert f"are missing from {tmp_path / 'MNIST' / 'raw'} and downloading them failed " \
+           "(OSError: network is unreachable)" in msg
+    assert "export LRTOOLS_DATA=../shared/data" in msg
