@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export LRTOOLS_DATA ?= $(CURDIR)/data
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg --nbval-cell-timeout 600
 
-.PHONY: help install data lab test test-unit test-notebooks notebooks lint bench clean
+.PHONY: help install data lab test test-unit test-notebooks test-browser notebooks student lint bench clean
 
 help:
 	@echo "make lab        start JupyterLab on notebooks/ (creates .venv on first use)"
@@ -16,6 +16,8 @@ help:
 	@echo "make notebooks  re-run every notebook on full MNIST and store the outputs"
 	@echo "make lint       ruff on lrtools/, tests/ and the notebooks"
 	@echo "make bench      speed benchmark (python -m lrtools.bench)"
+	@echo "make student   student copies of the notebooks in build/student/"
+	@echo "make test-browser  JupyterLab in headless Chromium: Run All on 01_steplr"
 
 # Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -32,10 +34,10 @@ lab: data
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks
 
 test: data
-	LRTOOLS_QUICK=1 TQDM_DISABLE=1 $(PY) -m pytest tests notebooks $(NBVAL)
+	LRTOOLS_QUICK=1 TQDM_DISABLE=1 $(PY) -m pytest tests notebooks --ignore=tests/browser $(NBVAL)
 
 test-unit: data
-	TQDM_DISABLE=1 $(PY) -m pytest tests
+	TQDM_DISABLE=1 $(PY) -m pytest tests --ignore=tests/browser
 
 test-notebooks: data
 	LRTOOLS_QUICK=1 TQDM_DISABLE=1 $(PY) -m pytest notebooks $(NBVAL)
@@ -45,6 +47,12 @@ notebooks: data
 
 lint: $(STAMP)
 	$(PY) -m ruff check lrtools tests notebooks .ci
+
+test-browser: data
+	$(PY) -m pytest tests/browser
+
+student: $(STAMP)
+	$(PY) -m lrtools.classroom notebooks build/student
 
 bench: data
 	$(PY) -m lrtools.bench $(BENCH_ARGS)

@@ -66,7 +66,8 @@ def plot_history(history: History, ax: Axes | None = None, *, metric: str = "los
     ax.set(xlabel="epoch", ylabel="loss" if metric == "loss" else "accuracy")
     ax.grid(alpha=0.3)
     twin = ax.twinx()
-    steps = [i / max(history.steps_per_epoch, 1) + 0.5 for i in range(len(history.lrs))]
+    # epoch e's metrics sit at x = e (its end), so step i ends at (i + 1) / steps_per_epoch
+    steps = [(i + 1) / max(history.steps_per_epoch, 1) for i in range(len(history.lrs))]
     twin.plot(steps, history.lrs, color="gray", linestyle="--", label="learning rate")
     twin.set_ylabel("learning rate", color="gray")
     lines = ax.get_legend_handles_labels()

@@ -215,42 +215,77 @@ def _end_epoch(history, scheduler, step_every, plateau_metric, bar) -> None:
                     lr=f"{history.epoch_lr[-1][0]:.3g}")
 
 
+def _start_history(history: History | None, start_epoch: int, epochs: int, steps_per_epoch: int) -> History:
+    """Check ``start_epoch`` against ``epochs`` and the history to continue; return that history."""
+    if not isinstance(start_epoch, int) or not 0 <= start_epoch < epochs:
+        raise ValueError(f"start_epoch must be an integer in [0, epochs) = [0, {epochs}), got "
+                         f"{start_epoch!r}. It counts finished epochs and epochs is the total: to "
+                         "resume after k of 10 epochs, pass start_epoch=k, epochs=10.")
+    if history is None:
+        return History(steps_per_epoch=steps_per_epoch)
+    if history.epochs != start_epoch:
+        raise ValueError(f"The history has {history.epochs} finished epochs but start_epoch={start_epoch}. "
+                         f"Fix: pass start_epoch=history.epochs ({history.epochs}), with the history "
+                         "saved in the same checkpoint as the model.")
+    if history.epochs and history.steps_per_epoch != steps_per_epoch:
+        raise ValueError(f"The history has {history.steps_per_epoch} steps per epoch but train_loader "
+                         f"has {steps_per_epoch}. Fix: resume with the same training loader "
+                         "(same data, same batch size).")
+    done = history.epochs * steps_per_epoch  # drop the unfinished epoch of an interrupted run
+    del history.step_lr[done:], history.step_loss[done:]
+    history.steps_per_epoch, history.interrupted = steps_per_epoch, False
+    return history
+
+
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable, *,
         epochs: int, scheduler=None, step_every: str = "epoch", val_loader: Iterable | None = None,
         device: torch.device | str | None = None, plateau_metric: str = "val_loss",
-        loss_fn: Callable = F.cross_entropy) -> History:
+        loss_fn: Callable = F.cross_entropy, start_epoch: int = 0, history: History | None = None,
+        on_epoch_end: Callable[[int, History], None] | None = None) -> History:
     """Train ``model`` and record the learning rate applied at every step.
 
     Each step runs forward, backward, ``optimizer.step()``, then ``scheduler.step()``
     when ``step_every="step"``; with ``"epoch"`` the scheduler steps once after
     validation (a ``ReduceLROnPlateau`` gets ``plateau_metric``). Ctrl-C returns the
     history so far with ``interrupted=True``; a NaN/inf loss raises
-    :class:`DivergenceError`.
+    :class:`DivergenceError`. A loader with ``set_epoch`` (``TensorLoader``) is set to
+    each epoch's number first, so epoch ``k`` always sees the same shuffling order:
+    a resumed run, or a second run on the same loader, matches an uninterrupted one.
 
     Args:
         model: The network (moved to ``device``).
         optimizer: Built on ``model.parameters()``.
         train_loader: Yields ``(x, y)``; ``len()`` is ``steps_per_epoch``.
-        epochs: Passes over ``train_loader``.
+        epochs: Total number of epochs, counting those before ``start_epoch``.
         scheduler: Any ``torch.optim.lr_scheduler`` object bound to ``optimizer``.
         step_every: ``"epoch"`` or ``"step"``.
         val_loader: Validation data, evaluated after every epoch.
         device: Defaults to the loader's device.
         plateau_metric: ``"val_loss"`` (mode ``min``) or ``"val_acc"`` (mode ``max``).
         loss_fn: ``loss_fn(logits, y, reduction=...)``, cross-entropy by default.
+        start_epoch: Epochs already done; runs epochs ``start_epoch .. epochs-1`` (for resuming
+            with :func:`lrtools.load_checkpoint`).
+        history: A :class:`History` to continue (it must hold ``start_epoch`` epochs); appended
+            to in place and returned. Steps of an unfinished (interrupted) epoch are dropped.
+        on_epoch_end: Called as ``on_epoch_end(epochs_done, history)`` after each epoch, once
+            the scheduler has stepped; ``epochs_done`` (= ``history.epochs``) is the
+            ``start_epoch`` a resumed run would use, e.g. to save a checkpoint.
 
     Example:
         >>> history = fit(model, optimizer, train_loader, epochs=3,
         ...               scheduler=StepLR(optimizer, 1, 0.5), val_loader=val_loader)  # doctest: +SKIP
     """
     _check_fit_args(optimizer, scheduler, step_every, epochs, val_loader, plateau_metric)
+    history = _start_history(history, start_epoch, epochs, len(train_loader))
     device = _resolve_device(device, model, train_loader)
     model.to(device)
-    history = History(steps_per_epoch=len(train_loader))
     per_step = scheduler if step_every == "step" else None
-    bar = tqdm(total=epochs * len(train_loader), unit="step", disable=_tqdm_disabled(), leave=False)
+    bar = tqdm(total=(epochs - start_epoch) * len(train_loader), unit="step", disable=_tqdm_disabled(),
+               leave=False)
     try:
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
             start, first_step = time.perf_counter(), len(history.step_loss)
             history.epoch_lr.append([float(g["lr"]) for g in optimizer.param_groups])
             loss, acc = _train_epoch(model, optimizer, train_loader, per_step, history, bar, device, loss_fn)
@@ -259,6 +294,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterab
                    if val_loader is not None else (math.nan, math.nan))
             history.log_epoch(loss, acc, *val, seconds=time.perf_counter() - start)
             _end_epoch(history, scheduler, step_every, plateau_metric, bar)
+            if on_epoch_end is not None:
+                on_epoch_end(history.epochs, history)
     except KeyboardInterrupt:
         history.interrupted = True
         del history.epoch_lr[history.epochs:]

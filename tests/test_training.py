@@ -194,3 +194,104 @@ def test_scheduler_of_another_optimizer(quick_loaders, tiny_model):
 def test_history_from_scratch_is_empty():
     h = History()
     assert h.lrs == [] and h.epochs == 0 and h.rows() == []
+
+
+# --- resuming: start_epoch, history, on_epoch_end, set_epoch ---------------------------------------------
+
+class _EpochLoader:
+    """Two fixed batches; remembers every set_epoch call."""
+
+    def __init__(self):
+        torch.manual_seed(1)
+        self.batches = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(2)]
+        self.epochs_set = []
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def set_epoch(self, epoch):
+        self.epochs_set.append(epoch)
+
+
+def test_start_epoch_runs_the_remaining_epochs_and_sets_the_loader_epoch(tiny_model):
+    loader = _EpochLoader()
+    opt = _sgd(tiny_model, lr=0.08)
+    sched = S.StepLR(opt, 1, 0.5)
+    first = fit(tiny_model, opt, loader, epochs=2, scheduler=sched)
+    history = fit(tiny_model, opt, loader, epochs=4, scheduler=sched, start_epoch=2, history=first)
+    assert loader.epochs_set == [0, 1, 2, 3]
+    assert history is first and history.epochs == 4 and len(history.step_lr) == 4 * len(loader)
+    assert [row[0] for row in history.epoch_lr] == pytest.approx([0.08, 0.04, 0.02, 0.01])
+    assert [r["epoch"] for r in history.rows()] == [1, 2, 3, 4]
+
+
+def test_on_epoch_end_sees_finished_epochs_after_the_scheduler_step(tiny_model):
+    loader, calls = _EpochLoader(), []
+    opt = _sgd(tiny_model, lr=0.08)
+    hook = lambda done, h: calls.append((done, h.epochs, h, opt.param_groups[0]["lr"]))  # noqa: E731
+    history = fit(tiny_model, opt, loader, epochs=3, scheduler=S.StepLR(opt, 1, 0.5), on_epoch_end=hook)
+    assert [c[:2] for c in calls] == [(1, 1), (2, 2), (3, 3)]
+    assert all(c[2] is history for c in calls)
+    assert [c[3] for c in calls] == pytest.approx([0.04, 0.02, 0.01])
+
+
+def test_same_loader_gives_the_same_order_to_every_run(quick_loaders):
+    train, _, _ = quick_loaders
+
+    def run():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+        return fit(model, _sgd(model), train, epochs=1).step_loss
+
+    first = run()
+    assert train.epoch == 1
+    assert run() == first  # without set_epoch the second run would see the order of epoch 1
+
+
+def test_continuing_an_interrupted_history_redoes_the_unfinished_epoch(tiny_model):
+    loader, calls = _EpochLoader(), []
+
+    def interrupt_at_step_3(logits, y, reduction="mean"):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return F.cross_entropy(logits, y, reduction=reduction)
+
+    old = fit(tiny_model, _sgd(tiny_model), loader, epochs=3, loss_fn=interrupt_at_step_3)
+    assert old.interrupted and old.epochs == 1 and len(old.step_loss) == 3
+    history = fit(tiny_model, _sgd(tiny_model), loader, epochs=3, start_epoch=1, history=old)
+    assert not history.interrupted and history.epochs == 3
+    assert len(history.step_loss) == len(history.step_lr) == 3 * len(loader)
+    assert loader.epochs_set == [0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("start_epoch", [-1, 3, 1.0])
+def test_start_epoch_out_of_range(tiny_model, start_epoch):
+    with pytest.raises(ValueError, match=re.escape(
+            f"start_epoch must be an integer in [0, epochs) = [0, 3), got {start_epoch!r}. It counts "
+            "finished epochs and epochs is the total: to resume after k of 10 epochs, pass start_epoch=k, "
+            "epochs=10.")):
+        fit(tiny_model, _sgd(tiny_model), _EpochLoader(), epochs=3, start_epoch=start_epoch)
+
+
+def test_history_must_match_start_epoch(tiny_model):
+    loader = _EpochLoader()
+    old = fit(tiny_model, _sgd(tiny_model), loader, epochs=2)
+    with pytest.raises(ValueError, match=re.escape(
+            "The history has 2 finished epochs but start_epoch=1. Fix: pass start_epoch=history.epochs (2), "
+            "with the history saved in the same checkpoint as the model.")):
+        fit(tiny_model, _sgd(tiny_model), loader, epochs=3, start_epoch=1, history=old)
+    assert old.epochs == 2  # untouched by the refused call
+
+
+def test_history_must_match_steps_per_epoch(tiny_model):
+    old = fit(tiny_model, _sgd(tiny_model), _EpochLoader(), epochs=1)
+    data = torch.utils.data.TensorDataset(torch.randn(24, 1, 28, 28), torch.randint(0, 10, (24,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    with pytest.raises(ValueError, match=re.escape(
+            "The history has 2 steps per epoch but train_loader has 3. Fix: resume with the same training "
+            "loader (same data, same batch size).")):
+        fit(tiny_model, _sgd(tiny_model), loader, epochs=2, start_epoch=1, history=old)
