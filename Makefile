@@ -49,6 +49,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check lrtools tests notebooks .ci
 
 test-browser: data
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(PY) -m pytest tests/browser
 
 student: $(STAMP)
