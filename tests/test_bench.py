@@ -1,0 +1,182 @@
+"""Tests for lrtools.bench: the ratio / time-to-target arithmetic, the report and its JSON (no timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lrtools import bench
+from lrtools.bench import BenchConfig, compute_ratios, format_report, speedup, summarize_run, time_to_target
+
+
+def _run(seconds, accs, *, images=60_000, model="ExamplesNet", batch_size=64):
+    epochs = [{"epoch": i + 1, "seconds": s, "images_per_s": images / s, "test_acc": a}
+              for i, (s, a) in enumerate(zip(seconds, accs))]
+    run = {"model": model, "batch_size": batch_size, "train_images": images, "warmup_s": 0.25,
+           "setup": f"{model} setup", "epochs": epochs, "peak_memory_bytes": 300 * 2**20,
+           "peak_memory_kind": "peak RSS, main process"}
+    return summarize_run(run, 0.99)
+
+
+def _report(runs, *, quick=False):
+    return {"environment": {"device": "cpu", "device_name": "Test CPU, 2 threads", "torch": "9.9"},
+            "target_acc": 0.99, "runs": runs, "config": {"quick": quick},
+            "data": {"train_images": 60_000, "test_images": 10_000}, "ratios": compute_ratios(runs, 0.99)}
+
+
+def test_time_to_target_sums_training_seconds_through_the_first_epoch_that_reaches_it():
+    assert time_to_target([3.0, 2.0, 4.0, 1.0], [0.97, 0.989, 0.99, 0.995], 0.99) == (9.0, 3)
+    assert time_to_target([1.5], [0.999], 0.99) == (1.5, 1)
+
+
+def test_time_to_target_is_none_when_never_reached():
+    assert time_to_target([3.0, 2.0], [0.97, 0.9899], 0.99) == (None, None)
+    assert time_to_target([], [], 0.99) == (None, None)
+
+
+def test_time_to_target_rejects_mismatched_lengths():
+    with pytest.raises(ValueError) as err:
+        time_to_target([1.0, 2.0], [0.5], 0.99)
+    assert str(err.value) == "2 epoch times but 1 accuracies: pass one of each per epoch."
+
+
+@pytest.mark.parametrize(("slow", "fast", "expected"), [
+    (30.0, 3.0, 10.0), (3.0, 30.0, 0.1), (None, 3.0, None), (3.0, None, None), (3.0, 0.0, None),
+])
+def test_speedup(slow, fast, expected):
+    result = speedup(slow, fast)
+    assert result == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_ratios_when_everything_reaches_the_target():
+    runs = {"baseline": _run([60.0, 60.0, 60.0], [0.98, 0.989, 0.991]),
+            "same_model": _run([20.0, 40.0, 30.0], [0.98, 0.989, 0.991]),
+            "recipe": _run([3.0, 3.0], [0.985, 0.992], model="SmallCNN", batch_size=256)}
+    ratios = compute_ratios(runs, 0.99)
+    assert ratios["same_model_per_epoch"] == {"per_epoch": [3.0, 1.5, 2.0], "median": 2.0}
+    assert ratios["recipe_time_to_target"] == {"value": 30.0, "kind": "exact"}  # 180 s / 6 s
+    assert ratios["recipe_images_per_s"] == pytest.approx(20.0)  # 20000 / 1000 img/s
+
+
+def test_ratio_is_a_lower_bound_when_only_the_recipe_reaches_the_target():
+    runs = {"baseline": _run([70.0, 50.0], [0.98, 0.985]),
+            "recipe": _run([2.0, 2.0, 4.0], [0.97, 0.98, 0.991], model="SmallCNN")}
+    ratios = compute_ratios(runs, 0.99)
+    assert ratios["recipe_time_to_target"] == {"value": 15.0, "kind": "lower_bound"}  # 120 s / 8 s
+    assert ratios["same_model_per_epoch"] is None
+
+
+def test_no_time_ratio_when_the_recipe_misses_the_target():
+    runs = {"baseline": _run([60.0], [0.995]), "recipe": _run([3.0], [0.98], model="SmallCNN")}
+    assert compute_ratios(runs, 0.99)["recipe_time_to_target"] is None
+    assert compute_ratios({"recipe": runs["recipe"]}, 0.99) == {
+        "same_model_per_epoch": None, "recipe_time_to_target": None, "recipe_images_per_s": None}
+
+
+def test_summarize_run_adds_target_and_medians():
+    run = _run([4.0, 2.0, 3.0], [0.98, 0.991, 0.993])
+    assert (run["time_to_target_s"], run["epochs_to_target"]) == (6.0, 2)
+    assert run["training_s"] == 9.0
+    assert run["median_epoch_s"] == 3.0
+    assert run["median_images_per_s"] == pytest.approx(20_000.0)
+    assert run["best_test_acc"] == 0.993
+
+
+def test_format_report_shows_every_epoch_the_target_and_the_ratios():
+    runs = {"baseline": _run([70.0, 50.0], [0.98, 0.985]),
+            "same_model": _run([35.0, 25.0], [0.98, 0.986]),
+            "recipe": _run([2.0, 6.0], [0.97, 0.991], model="SmallCNN", batch_size=256)}
+    text = format_report(_report(runs))
+    lines = text.splitlines()
+    assert lines[0] == ("lrtools bench · cpu (Test CPU, 2 threads) · torch 9.9 · "
+                        "60,000 train / 10,000 test images")
+    assert "baseline    ExamplesNet     64     1    70.00        857   98.00%" in lines
+    assert "recipe      SmallCNN       256     1     2.00     30,000   97.00%" in lines
+    assert "not reached within 2 epochs" in text
+    assert "8.00 s (epoch 2)" in text
+    assert ("same model, lrtools vs baseline, per epoch: 2.00x faster "
+            "(median of 2 epoch(s): 2.00x, 2.00x)") in lines
+    assert ("recipe vs baseline, time to 99.0%: >= 15.0x sooner (lower bound: the baseline did not reach "
+            "99.0% within 2 epoch(s))") in lines
+    assert "300 MiB (peak RSS, main process)" in text
+
+
+def test_format_report_says_when_the_recipe_misses_the_target():
+    runs = {"baseline": _run([60.0], [0.98]), "recipe": _run([3.0], [0.97], model="SmallCNN")}
+    text = format_report(_report(runs, quick=True))
+    assert text.splitlines()[0].endswith("(quick mode)")
+    assert "recipe vs baseline, time to 99.0%: n/a (the recipe did not reach 99.0%)" in text
+    assert "not reached within 1 epoch " in text
+
+
+@pytest.mark.parametrize(("cfg", "device_type", "expected"), [
+    (BenchConfig(quick=True), "cpu", 1), (BenchConfig(), "cpu", 2), (BenchConfig(), "cuda", 5),
+    (BenchConfig(epochs=7, quick=True), "cpu", 7),
+])
+def test_epoch_defaults(cfg, device_type, expected):
+    assert cfg.resolved_epochs(device_type) == expected
+
+
+def test_recipe_epochs_default_to_the_schedule_length():
+    assert BenchConfig().resolved_recipe_epochs() == bench.RECIPE["epochs"]
+    assert BenchConfig(quick=True).resolved_recipe_epochs() == 1
+    assert BenchConfig(recipe_epochs=6).resolved_recipe_epochs() == 6
+
+
+def test_run_benchmark_rejects_unknown_runs_and_bad_targets():
+    with pytest.raises(ValueError) as err:
+        bench.run_benchmark(BenchConfig(runs=("recipe", "fastest")))
+    assert str(err.value) == ("runs must be a non-empty subset of ['baseline', 'same_model', 'recipe'], "
+                              "got ['recipe', 'fastest'].")
+    with pytest.raises(ValueError) as err:
+        bench.run_benchmark(BenchConfig(target=99.0))
+    assert str(err.value) == "target is a test accuracy in (0, 1], got 99.0."
+
+
+def test_warm_up_leaves_the_weights_and_grads_untouched():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    before = [p.detach().clone() for p in model.parameters()]
+    seconds = bench._warm_up(model, model, [8, 3], torch.device("cpu"), steps=2)
+    assert seconds >= 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_baseline_sees_the_same_images_as_lrtools_in_quick_mode(mnist_root):
+    from lrtools import mnist_loaders
+
+    train_ds, test_ds = bench._baseline_datasets(mnist_root, quick=True, seed=0)
+    train_loader, _, test_loader = mnist_loaders(64, root=mnist_root, val_size=0, device="cpu", quick=True,
+                                                 download=False)
+    assert (len(train_ds), len(test_ds)) == (4096, 2048)
+    for i in (0, 4095):
+        x, y = train_ds[i]
+        assert torch.allclose(x, train_loader.images[i], atol=1e-6) and y == train_loader.labels[i].item()
+    x, y = test_ds[7]
+    assert torch.allclose(x, test_loader.images[7], atol=1e-6) and y == test_loader.labels[7].item()
+
+
+def test_cli_quick_recipe_writes_the_json_report(mnist_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LRTOOLS_DATA", str(mnist_root))
+    out = tmp_path / "sub" / "bench.json"
+    assert bench.main(["--quick", "--skip-baseline", "--skip-same-model", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["schema"] == "lrtools.bench/1"
+    assert report["command"] == ("python -m lrtools.bench --quick --skip-baseline --skip-same-model "
+                                 f"--out {out}")
+    assert set(report) == {"schema", "created", "command", "environment", "config", "target_acc", "recipe",
+                           "data", "runs", "ratios"}
+    assert report["environment"]["device"] == "cpu" and report["environment"]["torch"] == torch.__version__
+    assert report["data"] == {"train_images": 4096, "test_images": 2048}
+    assert list(report["runs"]) == ["recipe"]
+    recipe = report["runs"]["recipe"]
+    assert (recipe["model"], recipe["batch_size"], recipe["train_images"]) == ("SmallCNN", 256, 4096)
+    assert [set(e) for e in recipe["epochs"]] == [{"epoch", "seconds", "images_per_s", "test_acc"}]
+    assert recipe["time_to_target_s"] is None and recipe["epochs_to_target"] is None
+    assert 0.3 < recipe["epochs"][0]["test_acc"] <= 1.0
+    assert recipe["peak_memory_bytes"] > 0 and recipe["warmup_s"] >= 0
+    captured = capsys.readouterr()
+    assert "not reached within 1 epoch" in captured.out and f"figures written to {out}" in captured.out
+    assert captured.err.startswith("running recipe on cpu ...\n  recipe epoch 1: ")
