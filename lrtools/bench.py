@@ -44,7 +44,7 @@ from torch import nn
 from .data import MNIST_MEAN, MNIST_STD, QUICK_SIZES, ensure_mnist, mnist_loaders, resolve_data_root
 from .models import ExamplesNet, SmallCNN
 from .training import evaluate, fit
-from .utils import pick_device, seed_everything
+from .utils import device_name, pick_device, seed_everything
 
 __all__ = ["BenchConfig", "run_benchmark", "time_to_target", "speedup", "compute_ratios",
            "format_report", "main"]
@@ -270,13 +270,8 @@ def device_info(device: torch.device) -> dict:
     """
     import torchvision
 
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    elif device.type == "cpu":
-        name = f"{_cpu_model()}, {torch.get_num_threads()} threads"
-    else:
-        name = device.type
-    return {"device": device.type, "device_name": name, "torch": torch.__version__,
+    cpu_model = _cpu_model() if device.type == "cpu" else None
+    return {"device": device.type, "device_name": device_name(device, cpu_model), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": platform.python_version(),
             "cuda": torch.version.cuda if device.type == "cuda" else None}
 

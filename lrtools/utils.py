@@ -56,6 +56,20 @@ def quick_mode(quick: bool | None = None) -> bool:
     return os.environ.get("LRTOOLS_QUICK", "0").strip().lower() in {"1", "true", "yes"}
 
 
+def device_name(device: torch.device, cpu_model: str | None = None) -> str:
+    """A readable name: the GPU model, or the CPU model and thread count.
+
+    Example:
+        >>> device_name(torch.device("cpu"), "x86_64")  # doctest: +SKIP
+        'x86_64, 2 threads'
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"{cpu_model or platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return device.type
+
+
 def describe_environment(device: torch.device | None = None) -> str:
     """Describe versions and the compute device, for a notebook's first cell.
 
@@ -72,12 +86,7 @@ def describe_environment(device: torch.device | None = None) -> str:
     import torchvision
 
     device = torch.device(device) if device is not None else pick_device()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    elif device.type == "cpu":
-        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    else:
-        name = device.type
+    name = device_name(device)
     lines = {
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -49,6 +49,17 @@ def mnist_loaders_cpu(root):
     return mnist_loaders(64, root=root, device="cpu", quick=True, download=False)
 
 
+@pytest.fixture(scope="session")
+def small_loaders(quick_loaders):
+    """512 / 256 / 512 images of the quick split: enough to test behaviour, cheap on a busy CPU."""
+    from lrtools import TensorLoader
+
+    train, val, test = quick_loaders
+    return (TensorLoader(train.images[:512], train.labels[:512], 64, shuffle=True, seed=0),
+            TensorLoader(val.images[:256], val.labels[:256], 256),
+            TensorLoader(test.images[:512], test.labels[:512], 256))
+
+
 @pytest.fixture
 def tiny_model():
     """A small linear model and SGD optimizer for fast loop tests."""

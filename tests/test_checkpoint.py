@@ -13,7 +13,6 @@ from torch.optim import lr_scheduler as S
 
 import lrtools.checkpoint
 from lrtools.checkpoint import load_checkpoint, save_checkpoint
-from lrtools.data import TensorLoader
 from lrtools.training import History, fit
 from lrtools.utils import seed_everything
 
@@ -23,14 +22,6 @@ SCHEDULES = {  # name -> (factory(optimizer, steps_per_epoch), step_every)
     "OneCycleLR": (lambda opt, n: S.OneCycleLR(opt, max_lr=0.1, total_steps=EPOCHS * n), "step"),
 }
 
-
-@pytest.fixture(scope="module")
-def small_loaders(quick_loaders):
-    """512 / 256 / 512 images of the quick split: enough to test behaviour, cheap on a busy CPU."""
-    train, val, test = quick_loaders
-    return (TensorLoader(train.images[:512], train.labels[:512], 64, shuffle=True, seed=0),
-            TensorLoader(val.images[:256], val.labels[:256], 256),
-            TensorLoader(test.images[:512], test.labels[:512], 256))
 
 
 def _build(schedule, steps_per_epoch, seed):

@@ -11,21 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import StepLR
 
-from lrtools.data import TensorLoader
 from lrtools.experiments import format_table, run_many, summarize
 from lrtools.training import evaluate, fit
 from lrtools.utils import seed_everything
 
 ROW_KEYS = ["name", "seed", "test_acc", "test_loss", "best_val_acc", "final_val_acc", "seconds", "epochs"]
 
-
-@pytest.fixture(scope="module")
-def small_loaders(quick_loaders):
-    """512 / 256 / 512 images of the quick split: enough to test behaviour, cheap on a busy CPU."""
-    train, val, test = quick_loaders
-    return (TensorLoader(train.images[:512], train.labels[:512], 64, shuffle=True, seed=0),
-            TensorLoader(val.images[:256], val.labels[:256], 256),
-            TensorLoader(test.images[:512], test.labels[:512], 256))
 
 
 def _config(lr, seeds_seen=None, init_seed=None, **extra):
