@@ -47,15 +47,17 @@ def test_nbval_fails_on_a_changed_lr_value(tmp_path):
     nbformat.write(nb, tmp_path / "mutated.ipynb")
 
     env = {**os.environ, "LRTOOLS_QUICK": "1", "TQDM_DISABLE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider",
-         "--nbval-sanitize-with", str(ROOT / ".ci" / "nbval-sanitize.cfg"), "-q", "-rf",
-         "original.ipynb", "mutated.ipynb"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
-    assert result.returncode == 1, result.stdout[-3000:]
-    assert len(failed) == 1 and failed[0].startswith("FAILED mutated.ipynb::"), result.stdout[-3000:]
-    assert "1 failed" in result.stdout
+
+    def nbval(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider",
+             "--nbval-sanitize-with", str(ROOT / ".ci" / "nbval-sanitize.cfg"), "-q", name],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    original, mutated = nbval("original.ipynb"), nbval("mutated.ipynb")
+    assert original.returncode == 0, original.stdout[-3000:]  # the unchanged copy passes...
+    assert mutated.returncode == 1, mutated.stdout[-3000:]  # ...the changed one fails,
+    assert "1 failed" in mutated.stdout and "Cell outputs differ" in mutated.stdout  # on that cell only
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
