@@ -8,7 +8,7 @@ from .models import SmallCNN
 from .plotting import plot_compare, plot_digits, plot_history, plot_lr
 from .schedules import get_lr, preview_schedule, scale_lr, set_lr
 from .training import DivergenceError, History, evaluate, fit
-from .utils import describe_environment, pick_device, quick_mode, seed_everything
+from .utils import bf16_supported, describe_environment, pick_device, quick_mode, seed_everything
 
 __version__ = "0.1.0"
 
@@ -21,5 +21,5 @@ __all__ = [
     "lr_range_test", "RangeTestResult", "suggest_steepest", "suggest_min_div10", "suggest_valley",
     "save_checkpoint", "load_checkpoint",
     "run_many", "summarize", "format_table",
-    "seed_everything", "pick_device", "describe_environment", "quick_mode",
+    "seed_everything", "pick_device", "describe_environment", "quick_mode", "bf16_supported",
 ]

@@ -7,13 +7,15 @@ finds, three runs on full MNIST:
   batch 64, ``Adadelta(lr=1.0)``, ``StepLR(step_size=1, gamma=0.7)``, torchvision MNIST
   through a ``DataLoader`` (``ToTensor`` + ``Normalize``, ``num_workers=1``,
   ``pin_memory`` on CUDA).
-* ``same_model`` -- the identical model, optimizer and schedule, fed by
-  :func:`lrtools.mnist_loaders` and trained by :func:`lrtools.fit`: the speed-up is the data
-  path and the loop alone.
+* ``same_model_fp32`` -- the identical model, optimizer and schedule, fed by
+  :func:`lrtools.mnist_loaders` and trained by :func:`lrtools.fit` in exact fp32: the
+  speed-up is the data path and the loop alone.
+* ``same_model`` -- the same again with ``fit``'s fast path: bf16 autocast where the device
+  runs bf16 natively (see :func:`lrtools.bf16_supported`) and channels-last weights.
 * ``recipe`` -- the fastest way to 99% test accuracy the workbook recommends:
-  :class:`SmallCNN`, SGD with Nesterov momentum and ``OneCycleLR``, a larger batch; on CUDA
-  also bf16 autocast, channels-last, the fused optimizer and ``torch.compile`` (eager
-  fallback when compiling fails).
+  :class:`SmallCNN`, SGD with Nesterov momentum and ``OneCycleLR``, a larger batch, the fast
+  path; on CUDA also the fused optimizer and ``torch.compile`` (eager fallback when
+  compiling fails).
 
 Every run times training epochs only (synchronised on CUDA); test accuracy is measured
 after each epoch outside the clock, and warm-up/compilation is timed separately. The
@@ -44,16 +46,18 @@ from torch import nn
 from .data import MNIST_MEAN, MNIST_STD, QUICK_SIZES, ensure_mnist, mnist_loaders, resolve_data_root
 from .models import ExamplesNet, SmallCNN
 from .training import evaluate, fit
-from .utils import device_name, pick_device, seed_everything
+from .utils import bf16_supported, device_name, pick_device, seed_everything
 
 __all__ = ["BenchConfig", "run_benchmark", "time_to_target", "speedup", "compute_ratios",
-           "format_report", "main"]
+           "format_report", "fast_path", "main"]
 
 SCHEMA = "lrtools.bench/1"
-RUNS = ("baseline", "same_model", "recipe")
+RUNS = ("baseline", "same_model_fp32", "same_model", "recipe")
 #: The recipe's hyper-parameters (the same on every device, so CPU accuracy checks carry over).
 RECIPE = {"batch_size": 256, "max_lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 4}
 WARMUP_STEPS = 3
+#: ``fit`` options of the exact fp32 same-model run: the data path and the loop alone.
+EXACT_FP32 = {"precision": "fp32", "channels_last": False}
 
 
 @dataclass
@@ -63,10 +67,10 @@ class BenchConfig:
     Args:
         device: ``"cpu"``, ``"cuda"``, ...; None picks the best one (CPU in quick mode).
         quick: The fixed 4,096-image subset and one epoch per run (a smoke test).
-        epochs: Epochs of ``baseline`` and ``same_model`` (None: 1 quick, 2 on CPU, 5 otherwise).
+        epochs: Epochs of ``baseline`` and the same-model runs (None: 1 quick, 3 on CPU, 5 otherwise).
         recipe_epochs: Length of the recipe's one-cycle schedule; it stops once it hits ``target``.
         target: Test accuracy whose time-to-reach is reported.
-        runs: Which of ``baseline``, ``same_model``, ``recipe`` to run.
+        runs: Which of ``baseline``, ``same_model_fp32``, ``same_model``, ``recipe`` to run.
         compile: ``torch.compile`` the recipe on CUDA.
         seed: Seeds model initialisation and shuffling.
         root: MNIST folder (default ``$LRTOOLS_DATA``).
@@ -87,10 +91,10 @@ class BenchConfig:
     root: str | None = None
 
     def resolved_epochs(self, device_type: str) -> int:
-        """Epochs for ``baseline`` and ``same_model`` on ``device_type``."""
+        """Epochs for ``baseline`` and the same-model runs on ``device_type``."""
         if self.epochs is not None:
             return self.epochs
-        return 1 if self.quick else (2 if device_type == "cpu" else 5)
+        return 1 if self.quick else (3 if device_type == "cpu" else 5)
 
     def resolved_recipe_epochs(self) -> int:
         """Length of the recipe's schedule."""
@@ -137,8 +141,8 @@ def speedup(slow: float | None, fast: float | None) -> float | None:
 def compute_ratios(runs: dict[str, dict], target: float) -> dict:
     """The headline ratios of a benchmark from its per-run summaries.
 
-    * ``same_model_per_epoch``: baseline epoch seconds / same-model epoch seconds, epoch by
-      epoch, and their median.
+    * ``same_model_per_epoch`` (and ``same_model_fp32_per_epoch``): baseline epoch seconds /
+      same-model epoch seconds, epoch by epoch, and their median.
     * ``recipe_time_to_target``: baseline time-to-target / recipe time-to-target. If only the
       recipe reached the target, the baseline's total training time gives a lower bound
       (``kind="lower_bound"``).
@@ -153,18 +157,23 @@ def compute_ratios(runs: dict[str, dict], target: float) -> dict:
         >>> r["same_model_per_epoch"], r["recipe_time_to_target"]
         ({'per_epoch': [3.0, 2.0], 'median': 2.5}, {'value': 20.0, 'kind': 'exact'})
     """
-    base, same, recipe = (runs.get(name) for name in RUNS)
-    ratios: dict = {"same_model_per_epoch": None, "recipe_time_to_target": None, "recipe_images_per_s": None}
-    if base and same:
-        per_epoch = [speedup(b["seconds"], s["seconds"]) for b, s in zip(base["epochs"], same["epochs"])]
-        per_epoch = [r for r in per_epoch if r is not None]
-        if per_epoch:
-            ratios["same_model_per_epoch"] = {"per_epoch": per_epoch, "median": statistics.median(per_epoch)}
+    base, recipe = runs.get("baseline"), runs.get("recipe")
+    ratios: dict = {"same_model_per_epoch": None, "same_model_fp32_per_epoch": None,
+                    "recipe_time_to_target": None, "recipe_images_per_s": None}
+    for name in ("same_model", "same_model_fp32"):
+        if base and runs.get(name):
+            ratios[f"{name}_per_epoch"] = _per_epoch_ratio(base, runs[name])
     if base and recipe:
         ratios["recipe_time_to_target"] = _time_to_target_ratio(base, recipe, target)
         ratios["recipe_images_per_s"] = speedup(_median(recipe, "images_per_s"),
                                                 _median(base, "images_per_s"))
     return ratios
+
+
+def _per_epoch_ratio(base: dict, other: dict) -> dict | None:
+    per_epoch = [speedup(b["seconds"], o["seconds"]) for b, o in zip(base["epochs"], other["epochs"])]
+    per_epoch = [r for r in per_epoch if r is not None]
+    return {"per_epoch": per_epoch, "median": statistics.median(per_epoch)} if per_epoch else None
 
 
 def _time_to_target_ratio(base: dict, recipe: dict, target: float) -> dict | None:
@@ -215,11 +224,13 @@ def _fmt_time_to_target(run: dict, target: float) -> str:
 
 def _fmt_ratio_lines(ratios: dict, runs: dict, target: float) -> list[str]:
     lines, pct = [], f"{target:.1%}"
-    same = ratios.get("same_model_per_epoch")
-    if same:
-        lines.append(f"same model, lrtools vs baseline, per epoch: {same['median']:.2f}x faster "
-                     f"(median of {len(same['per_epoch'])} epoch(s): "
-                     + ", ".join(f"{r:.2f}x" for r in same["per_epoch"]) + ")")
+    for key, label in (("same_model_fp32_per_epoch", "same model, lrtools fp32 vs baseline"),
+                       ("same_model_per_epoch", "same model, lrtools fast path vs baseline")):
+        same = ratios.get(key)
+        if same:
+            lines.append(f"{label}, per epoch: {same['median']:.2f}x faster "
+                         f"(median of {len(same['per_epoch'])} epoch(s): "
+                         + ", ".join(f"{r:.2f}x" for r in same["per_epoch"]) + ")")
     ttt = ratios.get("recipe_time_to_target")
     if ttt and ttt["kind"] == "exact":
         lines.append(f"recipe vs baseline, time to {pct}: {ttt['value']:.1f}x sooner")
@@ -324,8 +335,12 @@ def peak_memory(device: torch.device) -> tuple[int | None, str]:
 
 # ---------------------------------------------------------------- the three runs
 
+def _amp_dtype(options: dict) -> torch.dtype | None:
+    return torch.bfloat16 if options.get("precision") == "bf16" else None
+
+
 def _warm_up(forward: Callable, model: nn.Module, batch_sizes: list[int], device: torch.device,
-             steps: int = WARMUP_STEPS) -> float:
+             amp_dtype: torch.dtype | None = None, steps: int = WARMUP_STEPS) -> float:
     """Forward and backward passes on random batches, leaving the weights as they were; seconds."""
     state = copy.deepcopy(model.state_dict())
     _sync(device)
@@ -334,7 +349,10 @@ def _warm_up(forward: Callable, model: nn.Module, batch_sizes: list[int], device
         x = torch.randn(size, 1, 28, 28, device=device)
         y = torch.randint(0, 10, (size,), device=device)
         for _ in range(steps):
-            F.cross_entropy(forward(x), y).backward()
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
+                                enabled=amp_dtype is not None):
+                loss = F.cross_entropy(forward(x), y)
+            loss.backward()
     _sync(device)
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
@@ -416,35 +434,40 @@ def _run_baseline(cfg: BenchConfig, device: torch.device, root: Path, epochs: in
     return _run_dict("ExamplesNet", 64, len(train_ds), warmup, rows, setup)
 
 
+def fast_path(device: torch.device) -> dict:
+    """``fit`` options of the workbook's fast path on ``device``: native bf16 and channels-last.
+
+    Example:
+        >>> fast_path(torch.device("cpu"))["channels_last"]
+        True
+    """
+    return {"precision": "bf16" if bf16_supported(device) else "fp32", "channels_last": True}
+
+
+def _describe_fit_options(options: dict) -> str:
+    return (f"{'bf16 autocast' if options['precision'] == 'bf16' else 'fp32'}"
+            f"{', channels_last' if options['channels_last'] else ''}")
+
+
 def _run_same_model(cfg: BenchConfig, device: torch.device, root: Path, epochs: int,
-                    on_epoch: Callable[[dict], None] | None) -> dict:
+                    on_epoch: Callable[[dict], None] | None, options: dict) -> dict:
     train_loader, _, test_loader = mnist_loaders(64, root=root, val_size=0, device=device, quick=cfg.quick,
                                                  seed=cfg.seed, download=False)
     model = ExamplesNet().to(device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
-    warmup = _warm_up(model, model, [64], device)
+    if options["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    warmup = _warm_up(model, model, [64], device, _amp_dtype(options))
 
     def one_epoch() -> None:
-        fit(model, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="epoch")
+        fit(model, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="epoch", **options)
 
     rows = _timed_epochs(one_epoch, model, test_loader, epochs=epochs,
                          images=train_loader.num_samples, device=device, on_epoch=on_epoch)
     setup = ("ExamplesNet, Adadelta(lr=1.0), StepLR(1, 0.7); lrtools.mnist_loaders(batch 64) on the "
-             "device, lrtools.fit")
+             f"device, lrtools.fit ({_describe_fit_options(options)})")
     return _run_dict("ExamplesNet", 64, train_loader.num_samples, warmup, rows, setup)
-
-
-class _Autocast(nn.Module):
-    """Runs the wrapped model under bf16 autocast and returns float32 logits."""
-
-    def __init__(self, model: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.model, self.device_type = model, device_type
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.model(x).float()
 
 
 def _recipe_optimizer(params: list, device: torch.device) -> tuple[torch.optim.Optimizer, str]:
@@ -458,29 +481,24 @@ def _recipe_optimizer(params: list, device: torch.device) -> tuple[torch.optim.O
     return torch.optim.SGD(params, foreach=True, **kwargs), "foreach"
 
 
-def _recipe_model(device: torch.device, use_compile: bool, batch_sizes: list[int]):
+def _recipe_model(device: torch.device, use_compile: bool, batch_sizes: list[int], options: dict):
     """(eager model, the module to train, warm-up seconds, notes) for the recipe."""
-    model = SmallCNN().to(device)
-    if device.type != "cuda":
-        return model, model, _warm_up(model, model, batch_sizes, device), []
-    model = model.to(memory_format=torch.channels_last)
-    train_module: nn.Module = _Autocast(model, "cuda")
-    notes = ["bf16 autocast", "channels_last", "cudnn.benchmark"]
-    if not use_compile:
-        return model, train_module, _warm_up(train_module, model, batch_sizes, device), notes
+    model = SmallCNN().to(device, memory_format=torch.channels_last)
+    amp = _amp_dtype(options)
+    if device.type != "cuda" or not use_compile:
+        return model, model, _warm_up(model, model, batch_sizes, device, amp), []
     try:
-        compiled = torch.compile(train_module, dynamic=False)
-        warmup = _warm_up(compiled, model, batch_sizes, device)
-        return model, compiled, warmup, notes + ["torch.compile"]
+        compiled = torch.compile(model, dynamic=False)
+        return model, compiled, _warm_up(compiled, model, batch_sizes, device, amp), ["torch.compile"]
     except Exception as exc:  # no Triton / compiler on this machine: train eagerly
         torch._dynamo.reset()
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
-        warmup = _warm_up(train_module, model, batch_sizes, device)
-        return model, train_module, warmup, notes + [f"torch.compile failed ({reason}), eager"]
+        warmup = _warm_up(model, model, batch_sizes, device, amp)
+        return model, model, warmup, [f"torch.compile failed ({reason}), eager"]
 
 
 def _run_recipe(cfg: BenchConfig, device: torch.device, root: Path,
-                on_epoch: Callable[[dict], None] | None) -> dict:
+                on_epoch: Callable[[dict], None] | None, options: dict) -> dict:
     bs, epochs = RECIPE["batch_size"], cfg.resolved_recipe_epochs()
     train_loader, _, test_loader = mnist_loaders(bs, root=root, val_size=0, device=device, quick=cfg.quick,
                                                  seed=cfg.seed, download=False)
@@ -489,13 +507,14 @@ def _run_recipe(cfg: BenchConfig, device: torch.device, root: Path,
     cudnn_before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda" or cudnn_before
     try:
-        model, train_module, warmup, notes = _recipe_model(device, cfg.compile, batch_sizes)
+        model, train_module, warmup, notes = _recipe_model(device, cfg.compile, batch_sizes, options)
         optimizer, kind = _recipe_optimizer(list(model.parameters()), device)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=RECIPE["max_lr"], epochs=epochs,
                                                         steps_per_epoch=len(train_loader))
 
         def one_epoch() -> None:
-            fit(train_module, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="step")
+            fit(train_module, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="step",
+                **options)
 
         rows = _timed_epochs(one_epoch, model, test_loader, epochs=epochs, images=n, device=device,
                              stop_at=cfg.target, on_epoch=on_epoch)
@@ -503,7 +522,8 @@ def _run_recipe(cfg: BenchConfig, device: torch.device, root: Path,
         torch.backends.cudnn.benchmark = cudnn_before
     setup = (f"SmallCNN, SGD(nesterov, momentum {RECIPE['momentum']}, weight_decay {RECIPE['weight_decay']}, "
              f"{kind}), OneCycleLR(max_lr={RECIPE['max_lr']}, {epochs} epochs, per step), batch {bs}; "
-             "lrtools.mnist_loaders, lrtools.fit; stops at the target" + "".join(f"; {x}" for x in notes))
+             f"lrtools.mnist_loaders, lrtools.fit ({_describe_fit_options(options)}); stops at the target"
+             + "; cudnn.benchmark" * (device.type == "cuda") + "".join(f"; {x}" for x in notes))
     return _run_dict("SmallCNN", bs, n, warmup, rows, setup)
 
 
@@ -530,10 +550,12 @@ def _one_run(name: str, cfg: BenchConfig, device: torch.device, root: Path,
     epochs = cfg.resolved_epochs(device.type)
     if name == "baseline":
         run = _run_baseline(cfg, device, root, epochs, on_epoch)
+    elif name == "same_model_fp32":
+        run = _run_same_model(cfg, device, root, epochs, on_epoch, EXACT_FP32)
     elif name == "same_model":
-        run = _run_same_model(cfg, device, root, epochs, on_epoch)
+        run = _run_same_model(cfg, device, root, epochs, on_epoch, fast_path(device))
     else:
-        run = _run_recipe(cfg, device, root, on_epoch)
+        run = _run_recipe(cfg, device, root, on_epoch, fast_path(device))
     run["peak_memory_bytes"], run["peak_memory_kind"] = peak_memory(device)
     return summarize_run(run, cfg.target)
 
@@ -578,10 +600,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="CPU smoke run: 4,096-image subset, one epoch each (well under a minute)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available; cpu with --quick)")
-    p.add_argument("--epochs", type=int, help="epochs of baseline and same_model (default 2 on CPU, 5 else)")
+    p.add_argument("--epochs", type=int,
+                   help="epochs of baseline and the same-model runs (default 3 on CPU, 5 else)")
     p.add_argument("--recipe-epochs", type=int, help=f"recipe schedule length (default {RECIPE['epochs']})")
     p.add_argument("--target", type=float, default=0.99, help="test accuracy to time (default 0.99)")
     p.add_argument("--skip-baseline", action="store_true", help="leave out the baseline run")
+    p.add_argument("--skip-same-model-fp32", action="store_true", help="leave out the same_model_fp32 run")
     p.add_argument("--skip-same-model", action="store_true", help="leave out the same_model run")
     p.add_argument("--skip-recipe", action="store_true", help="leave out the recipe run")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile for the recipe on CUDA")
@@ -593,7 +617,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: run, print the table, write the JSON file."""
     args = _parse_args(argv)
-    skip = {"baseline": args.skip_baseline, "same_model": args.skip_same_model, "recipe": args.skip_recipe}
+    skip = {"baseline": args.skip_baseline, "same_model_fp32": args.skip_same_model_fp32,
+            "same_model": args.skip_same_model, "recipe": args.skip_recipe}
     cfg = BenchConfig(device=args.device, quick=args.quick,
                       epochs=args.epochs, recipe_epochs=args.recipe_epochs, target=args.target,
                       runs=tuple(r for r in RUNS if not skip[r]), compile=not args.no_compile, seed=args.seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -14,10 +15,13 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
+from .utils import bf16_supported
+
 __all__ = ["History", "DivergenceError", "fit", "evaluate"]
 
 STEP_EVERY = ("epoch", "step")
 PLATEAU_METRICS = {"val_loss": "min", "val_acc": "max"}
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class DivergenceError(FloatingPointError):
@@ -138,6 +142,26 @@ def _resolve_device(device, model: nn.Module, train_loader) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def _resolve_fast_path(precision: str, channels_last: bool | None,
+                       device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, channels_last) for ``fit``; "auto" is the fast path on CUDA only."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}. 'auto' uses "
+                         "bf16 autocast on a CUDA GPU that supports it and exact fp32 elsewhere.")
+    if not (channels_last is None or isinstance(channels_last, bool)):
+        raise ValueError(f"channels_last must be True, False or None (auto: True on CUDA), got "
+                         f"{channels_last!r}.")
+    fast = device.type == "cuda"
+    use_bf16 = precision == "bf16" or (precision == "auto" and fast and bf16_supported(device))
+    return (torch.bfloat16 if use_bf16 else None), (fast if channels_last is None else channels_last)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def _check_finite(history: History, first_step: int, epoch: int) -> None:
     for step in range(first_step, len(history.step_loss)):
         loss = history.step_loss[step]
@@ -150,7 +174,7 @@ def _check_finite(history: History, first_step: int, epoch: int) -> None:
                 history)
 
 
-def _train_epoch(model, optimizer, train_loader, scheduler, history, bar, device, loss_fn):
+def _train_epoch(model, optimizer, train_loader, scheduler, history, bar, device, loss_fn, amp_dtype):
     """One pass over ``train_loader``; a single host sync at the end."""
     model.train()
     losses, sizes = [], []
@@ -159,8 +183,9 @@ def _train_epoch(model, optimizer, train_loader, scheduler, history, bar, device
         for x, y in train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             lrs = [float(g["lr"]) for g in optimizer.param_groups]  # what step() will apply
-            out = model(x)
-            loss = loss_fn(out, y)
+            with _autocast(device, amp_dtype):
+                out = model(x)
+                loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -241,7 +266,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterab
         epochs: int, scheduler=None, step_every: str = "epoch", val_loader: Iterable | None = None,
         device: torch.device | str | None = None, plateau_metric: str = "val_loss",
         loss_fn: Callable = F.cross_entropy, start_epoch: int = 0, history: History | None = None,
-        on_epoch_end: Callable[[int, History], None] | None = None) -> History:
+        on_epoch_end: Callable[[int, History], None] | None = None, precision: str = "auto",
+        channels_last: bool | None = None) -> History:
     """Train ``model`` and record the learning rate applied at every step.
 
     Each step runs forward, backward, ``optimizer.step()``, then ``scheduler.step()``
@@ -270,6 +296,12 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterab
         on_epoch_end: Called as ``on_epoch_end(epochs_done, history)`` after each epoch, once
             the scheduler has stepped; ``epochs_done`` (= ``history.epochs``) is the
             ``start_epoch`` a resumed run would use, e.g. to save a checkpoint.
+        precision: ``"fp32"``, ``"bf16"`` (forward pass and loss under bf16 autocast; the
+            weights, gradients and optimizer stay fp32) or ``"auto"``: bf16 on a CUDA GPU that
+            supports it, fp32 elsewhere. On a CPU with native bf16 (see
+            :func:`lrtools.bf16_supported`) ``"bf16"`` is faster too, but not exact, so it is opt-in.
+        channels_last: Store the model's 4-D (convolution) weights channels-last, the faster
+            layout for convolutions; the values do not change. None: on CUDA only.
 
     Example:
         >>> history = fit(model, optimizer, train_loader, epochs=3,
@@ -278,7 +310,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterab
     _check_fit_args(optimizer, scheduler, step_every, epochs, val_loader, plateau_metric)
     history = _start_history(history, start_epoch, epochs, len(train_loader))
     device = _resolve_device(device, model, train_loader)
-    model.to(device)
+    amp_dtype, to_channels_last = _resolve_fast_path(precision, channels_last, device)
+    if to_channels_last:
+        model.to(device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
     per_step = scheduler if step_every == "step" else None
     bar = tqdm(total=(epochs - start_epoch) * len(train_loader), unit="step", disable=_tqdm_disabled(),
                leave=False)
@@ -288,7 +324,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterab
                 train_loader.set_epoch(epoch)
             start, first_step = time.perf_counter(), len(history.step_loss)
             history.epoch_lr.append([float(g["lr"]) for g in optimizer.param_groups])
-            loss, acc = _train_epoch(model, optimizer, train_loader, per_step, history, bar, device, loss_fn)
+            loss, acc = _train_epoch(model, optimizer, train_loader, per_step, history, bar, device, loss_fn,
+                                     amp_dtype)
             _check_finite(history, first_step, epoch)
             val = (evaluate(model, val_loader, device=device, loss_fn=loss_fn)
                    if val_loader is not None else (math.nan, math.nan))

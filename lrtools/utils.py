@@ -8,7 +8,7 @@ import random
 
 import torch
 
-__all__ = ["seed_everything", "pick_device", "describe_environment", "quick_mode"]
+__all__ = ["seed_everything", "pick_device", "describe_environment", "quick_mode", "bf16_supported"]
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +54,27 @@ def quick_mode(quick: bool | None = None) -> bool:
     if quick is not None:
         return bool(quick)
     return os.environ.get("LRTOOLS_QUICK", "0").strip().lower() in {"1", "true", "yes"}
+
+
+def bf16_supported(device: torch.device | str) -> bool:
+    """Whether ``device`` runs bfloat16 natively (fast), so bf16 autocast pays off there.
+
+    True on CUDA GPUs with bf16 (Ampere and later) and on CPUs with AVX-512 BF16 or AMX;
+    False elsewhere (bf16 still works there, emulated and slow).
+
+    Example:
+        >>> bf16_supported("cpu") in (True, False)
+        True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
 
 
 def device_name(device: torch.device, cpu_model: str | None = None) -> str:

@@ -52,10 +52,12 @@ def test_speedup(slow, fast, expected):
 
 def test_ratios_when_everything_reaches_the_target():
     runs = {"baseline": _run([60.0, 60.0, 60.0], [0.98, 0.989, 0.991]),
+            "same_model_fp32": _run([40.0, 50.0, 48.0], [0.98, 0.989, 0.991]),
             "same_model": _run([20.0, 40.0, 30.0], [0.98, 0.989, 0.991]),
             "recipe": _run([3.0, 3.0], [0.985, 0.992], model="SmallCNN", batch_size=256)}
     ratios = compute_ratios(runs, 0.99)
     assert ratios["same_model_per_epoch"] == {"per_epoch": [3.0, 1.5, 2.0], "median": 2.0}
+    assert ratios["same_model_fp32_per_epoch"] == {"per_epoch": [1.5, 1.2, 1.25], "median": 1.25}
     assert ratios["recipe_time_to_target"] == {"value": 30.0, "kind": "exact"}  # 180 s / 6 s
     assert ratios["recipe_images_per_s"] == pytest.approx(20.0)  # 20000 / 1000 img/s
 
@@ -65,14 +67,15 @@ def test_ratio_is_a_lower_bound_when_only_the_recipe_reaches_the_target():
             "recipe": _run([2.0, 2.0, 4.0], [0.97, 0.98, 0.991], model="SmallCNN")}
     ratios = compute_ratios(runs, 0.99)
     assert ratios["recipe_time_to_target"] == {"value": 15.0, "kind": "lower_bound"}  # 120 s / 8 s
-    assert ratios["same_model_per_epoch"] is None
+    assert ratios["same_model_per_epoch"] is None and ratios["same_model_fp32_per_epoch"] is None
 
 
 def test_no_time_ratio_when_the_recipe_misses_the_target():
     runs = {"baseline": _run([60.0], [0.995]), "recipe": _run([3.0], [0.98], model="SmallCNN")}
     assert compute_ratios(runs, 0.99)["recipe_time_to_target"] is None
     assert compute_ratios({"recipe": runs["recipe"]}, 0.99) == {
-        "same_model_per_epoch": None, "recipe_time_to_target": None, "recipe_images_per_s": None}
+        "same_model_per_epoch": None, "same_model_fp32_per_epoch": None, "recipe_time_to_target": None,
+        "recipe_images_per_s": None}
 
 
 def test_summarize_run_adds_target_and_medians():
@@ -86,6 +89,7 @@ def test_summarize_run_adds_target_and_medians():
 
 def test_format_report_shows_every_epoch_the_target_and_the_ratios():
     runs = {"baseline": _run([70.0, 50.0], [0.98, 0.985]),
+            "same_model_fp32": _run([56.0, 50.0], [0.98, 0.986]),
             "same_model": _run([35.0, 25.0], [0.98, 0.986]),
             "recipe": _run([2.0, 6.0], [0.97, 0.991], model="SmallCNN", batch_size=256)}
     text = format_report(_report(runs))
@@ -96,8 +100,14 @@ def test_format_report_shows_every_epoch_the_target_and_the_ratios():
     assert "recipe      SmallCNN       256     1     2.00     30,000   97.00%" in lines
     assert "not reached within 2 epochs" in text
     assert "8.00 s (epoch 2)" in text
-    assert ("same model, lrtools vs baseline, per epoch: 2.00x faster "
+    assert ("same model, lrtools fast path vs baseline, per epoch: 2.00x faster "
             "(median of 2 epoch(s): 2.00x, 2.00x)") in lines
+    assert ("same model, lrtools fp32 vs baseline, per epoch: 1.12x faster "
+            "(median of 2 epoch(s): 1.25x, 1.00x)") in lines
+    assert lines.index("same model, lrtools fp32 vs baseline, per epoch: 1.12x faster "
+                       "(median of 2 epoch(s): 1.25x, 1.00x)") < lines.index(
+        "same model, lrtools fast path vs baseline, per epoch: 2.00x faster "
+        "(median of 2 epoch(s): 2.00x, 2.00x)")
     assert ("recipe vs baseline, time to 99.0%: >= 15.0x sooner (lower bound: the baseline did not reach "
             "99.0% within 2 epoch(s))") in lines
     assert "300 MiB (peak RSS, main process)" in text
@@ -112,7 +122,7 @@ def test_format_report_says_when_the_recipe_misses_the_target():
 
 
 @pytest.mark.parametrize(("cfg", "device_type", "expected"), [
-    (BenchConfig(quick=True), "cpu", 1), (BenchConfig(), "cpu", 2), (BenchConfig(), "cuda", 5),
+    (BenchConfig(quick=True), "cpu", 1), (BenchConfig(), "cpu", 3), (BenchConfig(), "cuda", 5),
     (BenchConfig(epochs=7, quick=True), "cpu", 7),
 ])
 def test_epoch_defaults(cfg, device_type, expected):
@@ -128,8 +138,8 @@ def test_recipe_epochs_default_to_the_schedule_length():
 def test_run_benchmark_rejects_unknown_runs_and_bad_targets():
     with pytest.raises(ValueError) as err:
         bench.run_benchmark(BenchConfig(runs=("recipe", "fastest")))
-    assert str(err.value) == ("runs must be a non-empty subset of ['baseline', 'same_model', 'recipe'], "
-                              "got ['recipe', 'fastest'].")
+    assert str(err.value) == ("runs must be a non-empty subset of ['baseline', 'same_model_fp32', "
+                              "'same_model', 'recipe'], got ['recipe', 'fastest'].")
     with pytest.raises(ValueError) as err:
         bench.run_benchmark(BenchConfig(target=99.0))
     assert str(err.value) == "target is a test accuracy in (0, 1], got 99.0."
@@ -142,6 +152,23 @@ def test_warm_up_leaves_the_weights_and_grads_untouched():
     assert seconds >= 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_warm_up_under_bf16_autocast_runs_the_forward_pass_in_bf16():
+    seen = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    model.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    bench._warm_up(model, model, [4], torch.device("cpu"), torch.bfloat16, steps=1)
+    bench._warm_up(model, model, [4], torch.device("cpu"), None, steps=1)
+    assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_fast_path_uses_bf16_only_where_it_is_native(monkeypatch):
+    monkeypatch.setattr(bench, "bf16_supported", lambda device: True)
+    assert bench.fast_path(torch.device("cpu")) == {"precision": "bf16", "channels_last": True}
+    monkeypatch.setattr(bench, "bf16_supported", lambda device: False)
+    assert bench.fast_path(torch.device("cpu")) == {"precision": "fp32", "channels_last": True}
+    assert bench.EXACT_FP32 == {"precision": "fp32", "channels_last": False}
 
 
 def test_baseline_sees_the_same_images_as_lrtools_in_quick_mode(mnist_root):
@@ -161,11 +188,12 @@ def test_baseline_sees_the_same_images_as_lrtools_in_quick_mode(mnist_root):
 def test_cli_quick_recipe_writes_the_json_report(mnist_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LRTOOLS_DATA", str(mnist_root))
     out = tmp_path / "sub" / "bench.json"
-    assert bench.main(["--quick", "--skip-baseline", "--skip-same-model", "--out", str(out)]) == 0
+    assert bench.main(["--quick", "--skip-baseline", "--skip-same-model-fp32", "--skip-same-model",
+                       "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["schema"] == "lrtools.bench/1"
-    assert report["command"] == ("python -m lrtools.bench --quick --skip-baseline --skip-same-model "
-                                 f"--out {out}")
+    assert report["command"] == ("python -m lrtools.bench --quick --skip-baseline --skip-same-model-fp32 "
+                                 f"--skip-same-model --out {out}")
     assert set(report) == {"schema", "created", "command", "environment", "config", "target_acc", "recipe",
                            "data", "runs", "ratios"}
     assert report["environment"]["device"] == "cpu" and report["environment"]["torch"] == torch.__version__

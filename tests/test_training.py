@@ -295,3 +295,87 @@ def test_history_must_match_steps_per_epoch(tiny_model):
             "The history has 2 steps per epoch but train_loader has 3. Fix: resume with the same training "
             "loader (same data, same batch size).")):
         fit(tiny_model, _sgd(tiny_model), loader, epochs=2, start_epoch=1, history=old)
+
+
+# ---------------------------------------------------------------- precision and memory format
+
+def _conv_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 10))
+
+
+def _forward_dtypes(model):
+    dtypes = []
+    model.register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype))
+    return dtypes
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32),
+                                                  ("auto", torch.float32)])
+def test_precision_sets_the_forward_dtype_and_keeps_fp32_weights(small_loaders, precision, dtype):
+    train, _, _ = small_loaders
+    model = _conv_net()
+    dtypes = _forward_dtypes(model)
+    history = fit(model, _sgd(model), train, epochs=1, precision=precision)
+    assert set(dtypes) == {dtype} and len(dtypes) == len(train)
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    assert history.lrs == [0.05] * len(train)
+
+
+def test_bf16_fit_matches_a_hand_written_autocast_loop(small_loaders):
+    train, _, _ = small_loaders
+    model, reference = _conv_net(), _conv_net()
+    opt, ref_opt = _sgd(model), _sgd(reference)
+    fit(model, opt, train, epochs=1, precision="bf16")
+    train.set_epoch(0)
+    for x, y in train:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(reference(x), y)
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters()))
+
+
+@pytest.mark.parametrize(("channels_last", "expected"), [(True, True), (False, False), (None, False)])
+def test_channels_last_changes_the_layout_not_the_values(small_loaders, channels_last, expected):
+    train, _, _ = small_loaders
+    model = _conv_net()
+    weight = model[0].weight
+    before = weight.detach().clone()
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.0), train, epochs=1, channels_last=channels_last)
+    assert model[0].weight is weight  # the optimizer still holds the same parameter
+    assert weight.stride() == ((9, 1, 3, 1) if expected else (9, 9, 3, 1))  # shape (4, 1, 3, 3)
+    assert torch.equal(weight, before)
+
+
+def test_channels_last_training_matches_the_default_layout(small_loaders):
+    train, _, _ = small_loaders
+    a, b = _conv_net(), _conv_net()
+    fit(a, _sgd(a), train, epochs=1)
+    fit(b, _sgd(b), train, epochs=1, channels_last=True)
+    assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_auto_is_the_fast_path_on_cuda_only(monkeypatch):
+    import lrtools.training as training
+
+    monkeypatch.setattr(training, "bf16_supported", lambda device: True)
+    assert training._resolve_fast_path("auto", None, torch.device("cuda")) == (torch.bfloat16, True)
+    assert training._resolve_fast_path("auto", None, torch.device("cpu")) == (None, False)
+    assert training._resolve_fast_path("fp32", False, torch.device("cuda")) == (None, False)
+    monkeypatch.setattr(training, "bf16_supported", lambda device: False)  # e.g. a V100
+    assert training._resolve_fast_path("auto", None, torch.device("cuda")) == (None, True)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"precision": "fp16"}, "precision must be 'auto', 'fp32' or 'bf16', got 'fp16'. 'auto' uses bf16 "
+                            "autocast on a CUDA GPU that supports it and exact fp32 elsewhere."),
+    ({"channels_last": "yes"}, "channels_last must be True, False or None (auto: True on CUDA), got 'yes'."),
+])
+def test_bad_fast_path_arguments(small_loaders, tiny_model, kwargs, message):
+    train, _, _ = small_loaders
+    with pytest.raises(ValueError) as err:
+        fit(tiny_model, _sgd(tiny_model), train, epochs=1, **kwargs)
+    assert str(err.value) == message

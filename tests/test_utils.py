@@ -3,7 +3,7 @@ import random
 import torch
 
 import lrtools
-from lrtools import describe_environment, pick_device, quick_mode, seed_everything
+from lrtools import bf16_supported, describe_environment, pick_device, quick_mode, seed_everything
 
 
 def test_seed_everything_repeats_every_rng():
@@ -40,3 +40,13 @@ def test_public_api():
                                     "plot_history", "plot_compare", "seed_everything", "pick_device",
                                     "describe_environment"}
     assert all(hasattr(lrtools, name) for name in lrtools.__all__)
+
+
+def test_bf16_supported_asks_onednn_on_the_cpu_and_cuda_on_gpus(monkeypatch):
+    assert bf16_supported("cpu") is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert bf16_supported("meta") is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert bf16_supported("cuda") is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert bf16_supported(torch.device("cuda", 0)) is True
