@@ -33,7 +33,9 @@ def _watch_rss(stop: threading.Event, peak: list[int]) -> None:
 
 def run(path: Path, save: bool, timeout: int) -> dict:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    for cell in nb.cells:  # no per-cell timestamps: they would make every re-run a diff
+        cell.metadata.pop("execution", None)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
     stop, peak = threading.Event(), [0]
     watcher = threading.Thread(target=_watch_rss, args=(stop, peak), daemon=True)

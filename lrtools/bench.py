@@ -251,19 +251,20 @@ def format_report(report: dict) -> str:
         >>> print(format_report(run_benchmark(BenchConfig(quick=True))))  # doctest: +SKIP
     """
     env, target, runs = report["environment"], report["target_acc"], report["runs"]
+    w = max([11] + [len(name) for name in runs])  # width of the run column
     lines = [f"lrtools bench · {env['device']} ({env['device_name']}) · torch {env['torch']} · "
              f"{report['data']['train_images']:,} train / {report['data']['test_images']:,} test images"
              + (" (quick mode)" if report["config"]["quick"] else ""), "",
-             f"{'run':<11} {'model':<12} {'batch':>5} {'epoch':>5} {'seconds':>8} {'images/s':>10} "
+             f"{'run':<{w}} {'model':<12} {'batch':>5} {'epoch':>5} {'seconds':>8} {'images/s':>10} "
              f"{'test acc':>8}"]
     for name, run in runs.items():
         for i, e in enumerate(run["epochs"]):
-            head = f"{name:<11} {run['model']:<12} {run['batch_size']:>5}" if i == 0 else " " * 30
+            head = f"{name:<{w}} {run['model']:<12} {run['batch_size']:>5}" if i == 0 else " " * (w + 19)
             lines.append(f"{head} {e['epoch']:>5} {e['seconds']:>8.2f} {e['images_per_s']:>10,.0f} "
                          f"{e['test_acc']:>8.2%}")
-    lines += ["", f"{'run':<11} {'warm-up s':>9}  {'time to ' + format(target, '.1%'):<28} peak memory"]
+    lines += ["", f"{'run':<{w}} {'warm-up s':>9}  {'time to ' + format(target, '.1%'):<28} peak memory"]
     for name, run in runs.items():
-        lines.append(f"{name:<11} {run['warmup_s']:>9.2f}  {_fmt_time_to_target(run, target):<28} "
+        lines.append(f"{name:<{w}} {run['warmup_s']:>9.2f}  {_fmt_time_to_target(run, target):<28} "
                      f"{_fmt_bytes(run['peak_memory_bytes'])} ({run['peak_memory_kind']})")
     lines += [""] + [f"{name}: {run['setup']}" for name, run in runs.items()]
     ratio_lines = _fmt_ratio_lines(report["ratios"], runs, target)
@@ -521,7 +522,8 @@ def _run_recipe(cfg: BenchConfig, device: torch.device, root: Path,
     finally:
         torch.backends.cudnn.benchmark = cudnn_before
     setup = (f"SmallCNN, SGD(nesterov, momentum {RECIPE['momentum']}, weight_decay {RECIPE['weight_decay']}, "
-             f"{kind}), OneCycleLR(max_lr={RECIPE['max_lr']}, {epochs} epochs, per step), batch {bs}; "
+             f"{kind}), OneCycleLR(max_lr={RECIPE['max_lr']}, {epochs} epoch{'s' * (epochs != 1)}, "
+             f"per step), batch {bs}; "
              f"lrtools.mnist_loaders, lrtools.fit ({_describe_fit_options(options)}); stops at the target"
              + "; cudnn.benchmark" * (device.type == "cuda") + "".join(f"; {x}" for x in notes))
     return _run_dict("SmallCNN", bs, n, warmup, rows, setup)

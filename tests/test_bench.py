@@ -96,8 +96,10 @@ def test_format_report_shows_every_epoch_the_target_and_the_ratios():
     lines = text.splitlines()
     assert lines[0] == ("lrtools bench · cpu (Test CPU, 2 threads) · torch 9.9 · "
                         "60,000 train / 10,000 test images")
-    assert "baseline    ExamplesNet     64     1    70.00        857   98.00%" in lines
-    assert "recipe      SmallCNN       256     1     2.00     30,000   97.00%" in lines
+    assert "baseline        ExamplesNet     64     1    70.00        857   98.00%" in lines  # widest: 15
+    assert "same_model_fp32 ExamplesNet     64     1    56.00      1,071   98.00%" in lines
+    assert "                                       2    50.00      1,200   98.60%" in lines
+    assert "recipe          SmallCNN       256     1     2.00     30,000   97.00%" in lines
     assert "not reached within 2 epochs" in text
     assert "8.00 s (epoch 2)" in text
     assert ("same model, lrtools fast path vs baseline, per epoch: 2.00x faster "
@@ -119,6 +121,7 @@ def test_format_report_says_when_the_recipe_misses_the_target():
     assert text.splitlines()[0].endswith("(quick mode)")
     assert "recipe vs baseline, time to 99.0%: n/a (the recipe did not reach 99.0%)" in text
     assert "not reached within 1 epoch " in text
+    assert "baseline    ExamplesNet     64     1    60.00      1,000   98.00%" in text  # narrowest: 11
 
 
 @pytest.mark.parametrize(("cfg", "device_type", "expected"), [
