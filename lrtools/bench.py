@@ -45,7 +45,7 @@ from torch import nn
 
 from .data import MNIST_MEAN, MNIST_STD, QUICK_SIZES, ensure_mnist, mnist_loaders, resolve_data_root
 from .models import ExamplesNet, SmallCNN
-from .training import evaluate, fit
+from .training import _autocast, _prepare_model, evaluate, fit
 from .utils import bf16_supported, device_name, pick_device, seed_everything
 
 __all__ = ["BenchConfig", "run_benchmark", "time_to_target", "speedup", "compute_ratios",
@@ -336,10 +336,6 @@ def peak_memory(device: torch.device) -> tuple[int | None, str]:
 
 # ---------------------------------------------------------------- the three runs
 
-def _amp_dtype(options: dict) -> torch.dtype | None:
-    return torch.bfloat16 if options.get("precision") == "bf16" else None
-
-
 def _warm_up(forward: Callable, model: nn.Module, batch_sizes: list[int], device: torch.device,
              amp_dtype: torch.dtype | None = None, steps: int = WARMUP_STEPS) -> float:
     """Forward and backward passes on random batches, leaving the weights as they were; seconds."""
@@ -350,8 +346,7 @@ def _warm_up(forward: Callable, model: nn.Module, batch_sizes: list[int], device
         x = torch.randn(size, 1, 28, 28, device=device)
         y = torch.randint(0, 10, (size,), device=device)
         for _ in range(steps):
-            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
-                                enabled=amp_dtype is not None):
+            with _autocast(device, amp_dtype):
                 loss = F.cross_entropy(forward(x), y)
             loss.backward()
     _sync(device)
@@ -454,12 +449,11 @@ def _run_same_model(cfg: BenchConfig, device: torch.device, root: Path, epochs: 
                     on_epoch: Callable[[dict], None] | None, options: dict) -> dict:
     train_loader, _, test_loader = mnist_loaders(64, root=root, val_size=0, device=device, quick=cfg.quick,
                                                  seed=cfg.seed, download=False)
-    model = ExamplesNet().to(device)
+    model = ExamplesNet()
+    amp_dtype = _prepare_model(model, device, **options)  # the device, layout and dtype fit will use
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
-    if options["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    warmup = _warm_up(model, model, [64], device, _amp_dtype(options))
+    warmup = _warm_up(model, model, [64], device, amp_dtype)
 
     def one_epoch() -> None:
         fit(model, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="epoch", **options)
@@ -484,8 +478,8 @@ def _recipe_optimizer(params: list, device: torch.device) -> tuple[torch.optim.O
 
 def _recipe_model(device: torch.device, use_compile: bool, batch_sizes: list[int], options: dict):
     """(eager model, the module to train, warm-up seconds, notes) for the recipe."""
-    model = SmallCNN().to(device, memory_format=torch.channels_last)
-    amp = _amp_dtype(options)
+    model = SmallCNN()
+    amp = _prepare_model(model, device, **options)
     if device.type != "cuda" or not use_compile:
         return model, model, _warm_up(model, model, batch_sizes, device, amp), []
     try:

@@ -156,6 +156,17 @@ def _resolve_fast_path(precision: str, channels_last: bool | None,
     return (torch.bfloat16 if use_bf16 else None), (fast if channels_last is None else channels_last)
 
 
+def _prepare_model(model: nn.Module, device: torch.device, precision: str,
+                   channels_last: bool | None) -> torch.dtype | None:
+    """Move ``model`` to ``device`` in the layout ``fit`` trains with; return its autocast dtype."""
+    amp_dtype, to_channels_last = _resolve_fast_path(precision, channels_last, device)
+    if to_channels_last:
+        model.to(device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
+    return amp_dtype
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
@@ -310,11 +321,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterab
     _check_fit_args(optimizer, scheduler, step_every, epochs, val_loader, plateau_metric)
     history = _start_history(history, start_epoch, epochs, len(train_loader))
     device = _resolve_device(device, model, train_loader)
-    amp_dtype, to_channels_last = _resolve_fast_path(precision, channels_last, device)
-    if to_channels_last:
-        model.to(device, memory_format=torch.channels_last)
-    else:
-        model.to(device)
+    amp_dtype = _prepare_model(model, device, precision, channels_last)
     per_step = scheduler if step_every == "step" else None
     bar = tqdm(total=(epochs - start_epoch) * len(train_loader), unit="step", disable=_tqdm_disabled(),
                leave=False)
