@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import numbers
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from .utils import pick_device, quick_mode
+from .utils import as_device, quick_mode
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "TensorLoader", "mnist_loaders", "resolve_data_root"]
 
@@ -50,8 +51,8 @@ class TensorLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  shuffle: bool = False, seed: int = 0, indices: torch.Tensor | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels: pass matching tensors.")
         self.images, self.labels = images, labels
@@ -74,8 +75,25 @@ class TensorLoader:
         return math.ceil(self.num_samples / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next pass use the order of ``epoch`` (for resuming)."""
+        """Make the next pass use the order of ``epoch``, as ``DistributedSampler.set_epoch`` does.
+
+        The order of a pass is a pure function of ``(seed, epoch)``; each pass then moves
+        on to the next epoch, so a loop that never calls this still gets a new order per pass.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}.")
         self.epoch = epoch
+
+    def with_seed(self, seed: int) -> TensorLoader:
+        """The same data (shared, not copied) shuffled with another ``seed``.
+
+        Example:
+            >>> loader = TensorLoader(torch.zeros(4, 1), torch.arange(4), 2, shuffle=True)
+            >>> loader.with_seed(1).seed, loader.seed
+            (1, 0)
+        """
+        return TensorLoader(self.images, self.labels, self.batch_size, shuffle=self.shuffle, seed=seed,
+                            indices=self.indices)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.num_samples
@@ -200,15 +218,15 @@ def mnist_loaders(batch_size: int = 128, *, root: str | os.PathLike | None = Non
     """
     if not 0 <= val_size < 60_000:
         raise ValueError(f"val_size must be in [0, 60000), got {val_size}.")
+    device, quick = as_device(device), quick_mode(quick)  # a bad device or LRTOOLS_QUICK fails before any I/O
     root = resolve_data_root(root)
     ensure_mnist(root, download=download)
-    device = torch.device(device) if device is not None else pick_device()
     images, labels = _read_split(str(root), True)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
     test_images, test_labels = _read_split(str(root), False)
     test_idx = torch.arange(len(test_labels))
-    if quick_mode(quick):
+    if quick:
         n_train, n_val, n_test = QUICK_SIZES
         train_idx, val_idx, test_idx = train_idx[:n_train], val_idx[:n_val], test_idx[:n_test]
     train = TensorLoader(*_to_device(images[train_idx], labels[train_idx], device),

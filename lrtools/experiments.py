@@ -7,49 +7,84 @@ places with another seed. :func:`run_many` trains every configuration once per s
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 import statistics
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .training import History, _tqdm_disabled, evaluate, fit
+from .history import History
+from .training import evaluate, fit
 from .utils import seed_everything
 
 __all__ = ["run_many", "summarize", "format_table"]
 
-FIT_KEYS = ("scheduler", "step_every", "plateau_metric", "loss_fn")
+OWN_KEYS = ("train_loader", "val_loader", "epochs", "history")  # run_many passes these itself
 
 
 def _fit_kwargs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's keys other than model and optimizer, checked against fit's own keywords."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"Config {name!r} returned {type(config).__name__}; it must return a dict such as "
+                        "dict(model=model, optimizer=optimizer, scheduler=...).")
+    accepted = set(inspect.signature(fit).parameters) - {"model", "optimizer", *OWN_KEYS}
     missing = [key for key in ("model", "optimizer") if key not in config]
-    unknown = sorted(set(config) - {"model", "optimizer", *FIT_KEYS})
+    unknown = sorted(set(config) - {"model", "optimizer"} - accepted)
     if missing or unknown:
         raise ValueError(f"Config {name!r} returned keys {sorted(config)}; it needs 'model' and 'optimizer' "
-                         f"and may add {', '.join(map(repr, FIT_KEYS))}. Missing: {missing}, "
-                         f"unknown: {unknown}.")
-    return {key: config[key] for key in FIT_KEYS if key in config}
+                         f"and may add fit() keywords {sorted(accepted)}. Missing: {missing}, unknown: "
+                         f"{unknown}.")
+    return {key: value for key, value in config.items() if key not in ("model", "optimizer")}
 
 
-def _one_run(name: str, make: Callable[[int], Mapping[str, Any]], seed: int, train_loader: Iterable,
-             val_loader: Iterable | None, test_loader: Iterable, epochs: int, vary_data_order: bool,
+def _check_seeds(seeds: Any) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, range)):
+        raise TypeError(f"seeds must be a sequence of ints such as range(3) or (0, 1, 2), got {seeds!r}.")
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} repeat a seed: a repeated run is not a new sample, so the spread "
+                         "would look smaller than it is. Fix: use distinct seeds, e.g. range(3).")
+    return [int(s) for s in seeds]
+
+
+def _check_fresh(name: str, seed: int, config: Mapping[str, Any],
+                 used: dict[int, tuple[Callable, str]]) -> None:
+    """Every run builds its own model, optimizer and scheduler inside the config function.
+
+    ``used`` maps ``id(obj)`` to a weak reference and the run that used it: a finished run's
+    objects may be freed and their ids reused by new objects, which are not shared.
+    """
+    for key in ("model", "optimizer", "scheduler"):
+        obj = config.get(key)
+        if obj is None:
+            continue
+        ref, where = used.get(id(obj), (None, ""))
+        if ref is not None and ref() is obj:
+            raise ValueError(f"Config {name!r} returned for seed {seed} the same {key} object as {where}: "
+                             "the runs would keep training one model, and mean ± std would be wrong. Fix: "
+                             f"build the {key} inside the config function, e.g. "
+                             "def make(seed): model = SmallCNN(); ...; return dict(model=model, ...).")
+        try:
+            ref = weakref.ref(obj)
+        except TypeError:  # not weak-referenceable: keep it alive so its id stays its own
+            ref = lambda obj=obj: obj
+        used[id(obj)] = (ref, f"{name!r} seed {seed}")
+
+
+def _one_run(name: str, config: Mapping[str, Any], kwargs: dict[str, Any], seed: int, train_loader: Iterable,
+             val_loader: Iterable | None, test_loader: Iterable, epochs: int,
              ) -> tuple[dict[str, Any] | None, History]:
-    seed_everything(seed)
-    config = make(seed)
-    kwargs = _fit_kwargs(name, config)
-    loader_seed = getattr(train_loader, "seed", None)
     start = time.perf_counter()
-    try:
-        if vary_data_order and loader_seed is not None:
-            train_loader.seed = seed
-        history = fit(config["model"], config["optimizer"], train_loader, epochs=epochs,
-                      val_loader=val_loader, **kwargs)
-    finally:
-        if loader_seed is not None:
-            train_loader.seed = loader_seed
+    history = fit(config["model"], config["optimizer"], train_loader, epochs=epochs, val_loader=val_loader,
+                  **kwargs)
     if history.interrupted:
         return None, history
     loss_fn = kwargs.get("loss_fn", F.cross_entropy)
@@ -62,28 +97,26 @@ def _one_run(name: str, make: Callable[[int], Mapping[str, Any]], seed: int, tra
 
 
 def run_many(configs: Mapping[str, Callable[[int], Mapping[str, Any]]], seeds: Sequence[int], *,
-             train_loader: Iterable, val_loader: Iterable | None = None, test_loader: Iterable, epochs: int,
-             vary_data_order: bool = True) -> tuple[list[dict[str, Any]], dict[tuple[str, int], History]]:
+             train_loader: Iterable | Callable[[int], Iterable], val_loader: Iterable | None = None,
+             test_loader: Iterable, epochs: int,
+             ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], History]]:
     """Train every configuration once per seed with :func:`fit`, then test it.
 
     For each name and seed (names outer, seeds inner): ``seed_everything(seed)``, then
     ``configs[name](seed)`` builds the run, which trains for ``epochs`` and is evaluated
-    once on ``test_loader``. With ``vary_data_order`` a loader that has a ``seed``
-    attribute (``TensorLoader``) shuffles with the run's seed, so the spread covers
-    initialisation *and* data order (its seed is restored afterwards); otherwise all
-    runs see the same order. Ctrl-C stops after the runs already finished; a diverging
-    run raises :class:`lrtools.DivergenceError`.
+    once on ``test_loader``. ``train_loader`` is one loader (every run sees the same
+    data order) or a function of the seed, e.g. ``train_loader.with_seed``, so that the
+    spread covers initialisation *and* data order. Ctrl-C stops after the runs already
+    finished; a diverging run raises :class:`lrtools.DivergenceError`.
 
     Args:
-        configs: Name → function of the seed returning ``dict(model=..., optimizer=...)``
-            plus optionally ``scheduler``, ``step_every``, ``plateau_metric``, ``loss_fn``
-            (passed to :func:`fit`; ``loss_fn`` also to the final :func:`evaluate`).
-        seeds: The seeds, e.g. ``range(3)``.
-        train_loader: Training data.
-        val_loader: Validation data (a split of the training set), or None (the default).
+        configs: Name -> function of the seed returning ``dict(model=..., optimizer=...)``
+            plus any other :func:`fit` keywords (``scheduler``, ``step_every``, ``loss_fn``, ...).
+        seeds: Distinct ints, e.g. ``range(3)``.
+        train_loader: Training data, or a function ``seed -> loader``.
+        val_loader: Validation data (a split of the training set), or None.
         test_loader: Test data, used once per run for the final numbers.
         epochs: Epochs per run.
-        vary_data_order: Shuffle with each run's seed (see above).
 
     Returns:
         ``(rows, histories)``: one dict per run with ``name, seed, test_acc, test_loss,
@@ -97,14 +130,20 @@ def run_many(configs: Mapping[str, Callable[[int], Mapping[str, Any]]], seeds: S
         ...     return dict(model=model, optimizer=optimizer, step_every="step",
         ...                 scheduler=OneCycleLR(optimizer, 0.1, total_steps=3 * len(train_loader)))
         >>> rows, histories = run_many({"onecycle": onecycle}, seeds=range(3), epochs=3,
-        ...     train_loader=train_loader, val_loader=val_loader, test_loader=test_loader)  # doctest: +SKIP
+        ...     train_loader=train_loader.with_seed, val_loader=val_loader,
+        ...     test_loader=test_loader)  # doctest: +SKIP
     """
+    seeds = _check_seeds(seeds)
     rows: list[dict[str, Any]] = []
     histories: dict[tuple[str, int], History] = {}
-    runs = [(name, seed) for name in configs for seed in seeds]
-    for name, seed in tqdm(runs, unit="run", disable=_tqdm_disabled(), leave=False):
-        row, history = _one_run(name, configs[name], seed, train_loader, val_loader, test_loader, epochs,
-                                vary_data_order)
+    used: dict[int, tuple[Callable, str]] = {}
+    for name, seed in tqdm([(n, s) for n in configs for s in seeds], unit="run", leave=False):
+        seed_everything(seed)
+        config = configs[name](seed)
+        kwargs = _fit_kwargs(name, config)
+        _check_fresh(name, seed, config, used)
+        loader = train_loader(seed) if callable(train_loader) else train_loader
+        row, history = _one_run(name, config, kwargs, seed, loader, val_loader, test_loader, epochs)
         if row is None:  # Ctrl-C
             break
         rows.append(row)

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from matplotlib.axes import Axes
 from torch import nn
 
+from .checks import check_not_empty
 from .schedules import set_lr
-from .training import _resolve_device
+from .training import resolve_device, train_step
+from .utils import rng_state, set_rng_state
 
 __all__ = ["RangeTestResult", "lr_range_test", "suggest_steepest", "suggest_min_div10", "suggest_valley"]
 
@@ -129,14 +131,16 @@ class RangeTestResult:
         warming up) and the last 5 (the explosion) are left out, unless that leaves
         fewer than 2 points.
         """
-        n = len(self.lrs)
+        # a linear sweep may start at lr = 0, which has no place on a log axis
+        points = [(lr, loss) for lr, loss in zip(self.lrs, self.losses) if lr > 0]
+        n = len(points)
         if n < 2:
             return dict.fromkeys(SUGGESTERS)
         start, end = (n // 10, n - 5) if n - 5 - n // 10 >= 2 else (0, n)
-        lrs, losses = self.lrs[start:end], self.losses[start:end]
+        lrs, losses = [p[0] for p in points[start:end]], [p[1] for p in points[start:end]]
         return {name: suggest(lrs, losses) for name, suggest in SUGGESTERS.items()}
 
-    def plot(self, ax: Axes | None = None, *, mark: bool = True) -> Axes:
+    def plot(self, *, ax: Axes | None = None, mark: bool = True) -> Axes:
         """Loss against LR (log axis for an ``"exp"`` sweep), raw losses faint.
 
         The y range frames the smoothed curve up to the step before the stop, so the
@@ -198,15 +202,11 @@ def _check_range_args(model, start_lr, end_lr, num_steps, mode, smooth, diverge_
 
 def _batches(loader: Iterable) -> Iterator:
     """The loader's batches, pass after pass (``set_epoch(pass)`` first when it has one)."""
+    check_not_empty(loader, "train_loader")
     for epoch in itertools.count():
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("train_loader yielded no batches.")
+        yield from loader
 
 
 def _sweep_losses(model, optimizer, loader, lrs, smooth, diverge_factor, loss_fn, device) -> RangeTestResult:
@@ -215,10 +215,7 @@ def _sweep_losses(model, optimizer, loader, lrs, smooth, diverge_factor, loss_fn
     model.train()
     for step, (lr, (x, y)) in enumerate(zip(lrs, _batches(loader))):
         set_lr(optimizer, lr)
-        loss = loss_fn(model(x.to(device)), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, _ = train_step(model, optimizer, x.to(device), y.to(device), loss_fn=loss_fn)
         raw = loss.item()
         if not math.isfinite(raw):
             result.diverged = True
@@ -237,8 +234,8 @@ def _sweep_losses(model, optimizer, loader, lrs, smooth, diverge_factor, loss_fn
 
 def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable, *,
                   start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100, mode: str = "exp",
-                  smooth: float = 0.98, diverge_factor: float = 4.0, loss_fn: Callable = F.cross_entropy,
-                  device: torch.device | str | None = None) -> RangeTestResult:
+                  smooth: float = 0.98, diverge_factor: float = 4.0,
+                  loss_fn: Callable = F.cross_entropy) -> RangeTestResult:
     """Sweep the LR from ``start_lr`` to ``end_lr`` over ``num_steps`` training steps.
 
     Step ``i`` trains one mini-batch at ``start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))``
@@ -253,7 +250,9 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, train_load
     Use the training split: the curve describes optimisation, not generalisation, so
     there is no need to spend validation data (never the test set) on it.
     Afterwards the model's weights and buffers, its train/eval mode and the
-    optimizer's state and LRs are restored bit for bit, even after an error.
+    optimizer's state and LRs, and the global RNG states (torch, Python, NumPy) are
+    restored bit for bit, even after an error, so what runs next does not depend on
+    whether the test ran.
 
     Args:
         model: The network to test (moved to ``device``), as it will start training.
@@ -265,8 +264,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, train_load
         mode: ``"exp"`` (evenly spaced in log LR) or ``"linear"``.
         smooth: EMA factor in [0, 1); 0 means no smoothing.
         diverge_factor: Stop once the smoothed loss exceeds this multiple of its minimum.
-        loss_fn: ``loss_fn(logits, y)``, cross-entropy by default.
-        device: Defaults to the loader's device.
+        loss_fn: ``loss_fn(logits, y)`` returning the batch mean, cross-entropy by default.
 
     Returns:
         A :class:`RangeTestResult`: ``.lrs``, ``.losses``, ``.suggestions``, ``.plot()``.
@@ -277,10 +275,10 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, train_load
         >>> ax = result.plot(); result.suggestions["valley"]  # doctest: +SKIP
     """
     _check_range_args(model, start_lr, end_lr, num_steps, mode, smooth, diverge_factor)
-    device = _resolve_device(device, model, train_loader)
+    device = resolve_device(model, train_loader)
     model.to(device)
     model_state, optimizer_state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    was_training = model.training
+    was_training, rng = model.training, rng_state()
     try:
         result = _sweep_losses(model, optimizer, train_loader, _sweep(start_lr, end_lr, num_steps, mode),
                                smooth, diverge_factor, loss_fn, device)
@@ -288,5 +286,6 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, train_load
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
         model.train(was_training)
+        set_rng_state(rng)
     result.mode = mode
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SmallCNN", "ExamplesNet"]
+__all__ = ["SmallCNN"]
 
 
 class SmallCNN(nn.Module):
@@ -39,24 +39,3 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
-
-class ExamplesNet(nn.Module):
-    """The two-convolution net of the official PyTorch MNIST example (for benchmarks).
-
-    conv 32, conv 64, max-pool, dropout 0.25, fc 128, dropout 0.5, fc 10.
-
-    Example:
-        >>> ExamplesNet()(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(128, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)

@@ -1,13 +1,17 @@
-"""A training loop that records the learning rate it actually applies."""
+"""A training loop that records the learning rate it actually applies.
+
+One training step (:func:`train_step`) serves :func:`fit` and :func:`lrtools.lr_range_test`;
+the LR of each step is read by :func:`lrtools.watch`, the monitor learners can attach to
+their own loops. By default every device computes in exact fp32; ``precision="bf16"`` is
+the named opt-in for bf16 autocast.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +19,23 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from .utils import bf16_supported
+from .checks import (
+    check_batch,
+    check_counter,
+    check_epochs,
+    check_not_empty,
+    check_optimizer_holds,
+    check_plateau,
+    check_scheduler,
+    is_classification_loss,
+)
+from .distributed import mean_across_ranks
+from .history import History
+from .watch import LRLog, watch
 
-__all__ = ["History", "DivergenceError", "fit", "evaluate"]
+__all__ = ["DivergenceError", "fit", "evaluate", "train_step", "resolve_device", "autocast", "PRECISIONS"]
 
-STEP_EVERY = ("epoch", "step")
-PLATEAU_METRICS = {"val_loss": "min", "val_acc": "max"}
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("fp32", "bf16")
 
 
 class DivergenceError(FloatingPointError):
@@ -32,317 +46,293 @@ class DivergenceError(FloatingPointError):
         self.history = history
 
 
-@dataclass
-class History:
-    """What :func:`fit` saw, per optimizer step and per epoch.
-
-    ``step_lr[step][group]`` is the LR each param group had when ``optimizer.step()``
-    ran, read from ``optimizer.param_groups`` (not from the scheduler).
-    ``epoch_lr[epoch][group]`` is the LR at the epoch's first step.
+def resolve_device(model: nn.Module, loader: Iterable | None = None) -> torch.device:
+    """Where training runs: the loader's ``device`` when it has one, else the model's.
 
     Example:
-        >>> h = History(steps_per_epoch=2, step_lr=[[0.1], [0.1]], step_loss=[2.3, 2.1])
-        >>> h.lrs
-        [0.1, 0.1]
+        >>> resolve_device(nn.Linear(2, 1))
+        device(type='cpu')
     """
-
-    steps_per_epoch: int = 0
-    step_lr: list[list[float]] = field(default_factory=list)
-    step_loss: list[float] = field(default_factory=list)
-    epoch_lr: list[list[float]] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def lrs(self) -> list[float]:
-        """The first param group's LR at every optimizer step."""
-        return [lrs[0] for lrs in self.step_lr]
-
-    @property
-    def epochs(self) -> int:
-        """How many epochs finished."""
-        return len(self.train_loss)
-
-    def rows(self) -> list[dict[str, float]]:
-        """One dict per finished epoch (``epoch`` counts from 1)."""
-        keys = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
-        return [{"epoch": e + 1, "lr": self.epoch_lr[e][0], **{k: getattr(self, k)[e] for k in keys}}
-                for e in range(self.epochs)]
-
-    def table(self) -> str:
-        """The per-epoch numbers as a fixed-width text table."""
-        lines = [f"{'epoch':>5} {'lr':>10} {'train_loss':>10} {'train_acc':>9} "
-                 f"{'val_loss':>8} {'val_acc':>7} {'seconds':>7}"]
-        for r in self.rows():
-            lines.append(f"{r['epoch']:>5} {r['lr']:>10.3g} {r['train_loss']:>10.4f} "
-                         f"{r['train_acc']:>9.4f} {r['val_loss']:>8.4f} {r['val_acc']:>7.4f} "
-                         f"{r['seconds']:>7.2f}")
-        return "\n".join(lines + (["(interrupted)"] if self.interrupted else []))
-
-    def log_epoch(self, train_loss: float, train_acc: float, val_loss: float, val_acc: float, *,
-                  seconds: float) -> None:
-        """Append one finished epoch's numbers."""
-        for key, value in zip(("train_loss", "train_acc", "val_loss", "val_acc", "seconds"),
-                              (train_loss, train_acc, val_loss, val_acc, seconds)):
-            getattr(self, key).append(value)
-
-    def to_dict(self) -> dict:
-        """Plain lists and numbers, for JSON or a checkpoint."""
-        return asdict(self)
-
-
-def _tqdm_disabled() -> bool:
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in {"", "0", "false"}
-
-
-def _check_fit_args(optimizer, scheduler, step_every, epochs, val_loader, plateau_metric) -> None:
-    if step_every not in STEP_EVERY:
-        raise ValueError(f"step_every must be 'epoch' or 'step', got {step_every!r}. Use 'step' for "
-                         "schedules counted in optimizer updates (OneCycleLR, CyclicLR, warmup) and "
-                         "'epoch' for schedules counted in epochs (StepLR, ReduceLROnPlateau).")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
-    if scheduler is None:
-        return
-    if getattr(scheduler, "optimizer", None) is not optimizer:
-        raise ValueError("The scheduler is attached to a different optimizer than the one passed to "
-                         "fit(), so it would change an LR nobody uses. Fix: build it from this "
-                         "optimizer, e.g. StepLR(optimizer, ...), after creating the optimizer.")
-    if isinstance(scheduler, ReduceLROnPlateau):
-        _check_plateau(scheduler, step_every, val_loader, plateau_metric)
-
-
-def _check_plateau(scheduler, step_every, val_loader, plateau_metric) -> None:
-    if plateau_metric not in PLATEAU_METRICS:
-        raise ValueError(f"plateau_metric must be one of {sorted(PLATEAU_METRICS)}, got {plateau_metric!r}.")
-    if val_loader is None:
-        raise ValueError("ReduceLROnPlateau steps on a validation metric, but val_loader is None. "
-                         "Fix: pass val_loader= (a split of the training data, never the test set).")
-    if step_every != "epoch":
-        raise ValueError("ReduceLROnPlateau must step once per epoch, after validation: "
-                         "use step_every='epoch'.")
-    want = PLATEAU_METRICS[plateau_metric]
-    if scheduler.mode != want:
-        raise ValueError(f"ReduceLROnPlateau(mode={scheduler.mode!r}) cannot watch "
-                         f"plateau_metric={plateau_metric!r}, which should go "
-                         f"{'down' if want == 'min' else 'up'}. Fix: use mode={want!r}, or "
-                         f"plateau_metric={'val_acc' if want == 'min' else 'val_loss'!r}.")
-
-
-def _resolve_device(device, model: nn.Module, train_loader) -> torch.device:
+    device = getattr(loader, "device", None)
     if device is not None:
         return torch.device(device)
-    if getattr(train_loader, "device", None) is not None:
-        return torch.device(train_loader.device)
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
 
-def _resolve_fast_path(precision: str, channels_last: bool | None,
-                       device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, channels_last) for ``fit``; "auto" is the fast path on CUDA only."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}. 'auto' uses "
-                         "bf16 autocast on a CUDA GPU that supports it and exact fp32 elsewhere.")
-    if not (channels_last is None or isinstance(channels_last, bool)):
-        raise ValueError(f"channels_last must be True, False or None (auto: True on CUDA), got "
-                         f"{channels_last!r}.")
-    fast = device.type == "cuda"
-    use_bf16 = precision == "bf16" or (precision == "auto" and fast and bf16_supported(device))
-    return (torch.bfloat16 if use_bf16 else None), (fast if channels_last is None else channels_last)
-
-
-def _prepare_model(model: nn.Module, device: torch.device, precision: str,
-                   channels_last: bool | None) -> torch.dtype | None:
-    """Move ``model`` to ``device`` in the layout ``fit`` trains with; return its autocast dtype."""
-    amp_dtype, to_channels_last = _resolve_fast_path(precision, channels_last, device)
-    if to_channels_last:
-        model.to(device, memory_format=torch.channels_last)
-    else:
-        model.to(device)
-    return amp_dtype
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _check_finite(history: History, first_step: int, epoch: int) -> None:
-    for step in range(first_step, len(history.step_loss)):
-        loss = history.step_loss[step]
-        if not math.isfinite(loss):
-            del history.epoch_lr[history.epochs:]
-            raise DivergenceError(
-                f"Training diverged: the loss became {loss} at step {step} (epoch {epoch}) with "
-                f"lr={history.step_lr[step]}. The learning rate is too large for this model: lower "
-                "it (e.g. 10x), add warmup, or clip gradients. The run so far is in `.history`.",
-                history)
-
-
-def _train_epoch(model, optimizer, train_loader, scheduler, history, bar, device, loss_fn, amp_dtype):
-    """One pass over ``train_loader``; a single host sync at the end."""
-    model.train()
-    losses, sizes = [], []
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    try:
-        for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lrs = [float(g["lr"]) for g in optimizer.param_groups]  # what step() will apply
-            with _autocast(device, amp_dtype):
-                out = model(x)
-                loss = loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.step_lr.append(lrs)
-            if scheduler is not None:
-                scheduler.step()
-            losses.append(loss.detach())
-            sizes.append(len(y))
-            correct += (out.detach().argmax(1) == y).sum()
-            bar.update()
-    finally:
-        step_losses = torch.stack(losses).float().tolist() if losses else []
-        history.step_loss.extend(step_losses)
-    seen = sum(sizes)
-    mean_loss = sum(loss * n for loss, n in zip(step_losses, sizes)) / max(seen, 1)
-    return mean_loss, correct.item() / max(seen, 1)
-
-
-def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None,
-             loss_fn: Callable = F.cross_entropy) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` over ``loader``, without gradients.
-
-    The model's train/eval mode is restored afterwards.
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision``: none for ``"fp32"``, bf16 autocast for ``"bf16"``.
 
     Example:
-        >>> val_loss, val_acc = evaluate(model, val_loader)  # doctest: +SKIP
+        >>> with autocast(torch.device("cpu"), "fp32"):
+        ...     pass
     """
-    device = _resolve_device(device, model, loader)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp32' (exact, the default) or 'bf16' (bf16 autocast, an "
+                         f"explicit opt-in for speed), got {precision!r}.")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+               loss_fn: Callable = F.cross_entropy,
+               precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """One update: forward and ``loss_fn(logits, y)`` (the batch mean), backward, ``optimizer.step()``.
+
+    Returns the detached loss and logits (no host sync).
+
+    Example:
+        >>> model = nn.Linear(4, 3); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> loss, logits = train_step(model, opt, torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+        >>> logits.shape
+        torch.Size([8, 3])
+    """
+    with autocast(x.device, precision):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def evaluate(model: nn.Module, loader: Iterable, *,
+             loss_fn: Callable = F.cross_entropy) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` over ``loader`` (in eval mode, without gradients).
+
+    ``loss_fn(logits, y)`` returns a batch mean; batches are weighted by their size. The
+    model's train/eval mode is restored afterwards.
+
+    Example:
+        >>> from lrtools import TensorLoader
+        >>> loader = TensorLoader(torch.zeros(3, 4), torch.tensor([0, 1, 1]), batch_size=2)
+        >>> evaluate(nn.Linear(4, 2), loader)[1]  # doctest: +ELLIPSIS
+        0.333...
+    """
+    check_not_empty(loader, "the evaluation loader")
+    device = resolve_device(model, loader)
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    with torch.inference_mode():
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = model(x)
-            total += loss_fn(out, y, reduction="sum").float()
-            correct += (out.argmax(1) == y).sum()
-            seen += len(y)
-    model.train(was_training)
-    return total.item() / max(seen, 1), correct.item() / max(seen, 1)
+    try:
+        with torch.inference_mode():
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                out = model(x)
+                total += loss_fn(out, y).float() * len(y)
+                correct += (out.argmax(1) == y).sum()
+                seen += len(y)
+    finally:
+        model.train(was_training)
+    return total.item() / seen, correct.item() / seen
 
 
-def _end_epoch(history, scheduler, step_every, plateau_metric, bar) -> None:
-    if scheduler is not None and step_every == "epoch":
-        if isinstance(scheduler, ReduceLROnPlateau):
-            scheduler.step(getattr(history, plateau_metric)[-1])
-        else:
-            scheduler.step()
-    bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val_acc=f"{history.val_acc[-1]:.4f}",
-                    lr=f"{history.epoch_lr[-1][0]:.3g}")
+def rng_snapshot(steps: int, device: torch.device) -> tuple:
+    """``(steps, torch CPU state, CUDA state or None)`` before one step: cheap enough for every step."""
+    return steps, torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
-def _start_history(history: History | None, start_epoch: int, epochs: int, steps_per_epoch: int) -> History:
-    """Check ``start_epoch`` against ``epochs`` and the history to continue; return that history."""
-    if not isinstance(start_epoch, int) or not 0 <= start_epoch < epochs:
-        raise ValueError(f"start_epoch must be an integer in [0, epochs) = [0, {epochs}), got "
-                         f"{start_epoch!r}. It counts finished epochs and epochs is the total: to "
-                         "resume after k of 10 epochs, pass start_epoch=k, epochs=10.")
+def rng_restore(snapshot: tuple) -> None:
+    """Put back what :func:`rng_snapshot` saw."""
+    _, cpu, cuda = snapshot
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda)
+
+
+def _start_history(history: History | None, epochs: int, steps_per_epoch: int) -> History:
+    """The history to continue (checked against ``epochs`` and the loader), or a new one."""
     if history is None:
         return History(steps_per_epoch=steps_per_epoch)
-    if history.epochs != start_epoch:
-        raise ValueError(f"The history has {history.epochs} finished epochs but start_epoch={start_epoch}. "
-                         f"Fix: pass start_epoch=history.epochs ({history.epochs}), with the history "
-                         "saved in the same checkpoint as the model.")
-    if history.epochs and history.steps_per_epoch != steps_per_epoch:
+    if not isinstance(history, History):
+        raise TypeError(f"history must be a lrtools.History (what fit returned), got "
+                        f"{type(history).__name__}.")
+    history.validate()
+    if history.steps and history.steps_per_epoch != steps_per_epoch:
         raise ValueError(f"The history has {history.steps_per_epoch} steps per epoch but train_loader "
-                         f"has {steps_per_epoch}. Fix: resume with the same training loader "
+                         f"has {steps_per_epoch}. Fix: continue with the same training loader "
                          "(same data, same batch size).")
-    done = history.epochs * steps_per_epoch  # drop the unfinished epoch of an interrupted run
-    del history.step_lr[done:], history.step_loss[done:]
-    history.steps_per_epoch, history.interrupted = steps_per_epoch, False
+    if history.epochs >= epochs:
+        raise ValueError(f"The history already holds {history.epochs} finished epochs and epochs={epochs} is "
+                         f"the run's total, so nothing is left to train. Fix: pass a larger total, e.g. "
+                         f"epochs={history.epochs + 5} to train 5 more.")
+    history.steps_per_epoch = steps_per_epoch
     return history
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable, *,
-        epochs: int, scheduler=None, step_every: str = "epoch", val_loader: Iterable | None = None,
-        device: torch.device | str | None = None, plateau_metric: str = "val_loss",
-        loss_fn: Callable = F.cross_entropy, start_epoch: int = 0, history: History | None = None,
-        on_epoch_end: Callable[[int, History], None] | None = None, precision: str = "auto",
-        channels_last: bool | None = None) -> History:
+class _Run:
+    """What one call of :func:`fit` trains with; each method is one part of the loop."""
+
+    def __init__(self, model, optimizer, train_loader, scheduler, step_every, val_loader, plateau_metric,
+                 loss_fn, precision, history: History) -> None:
+        self.model, self.optimizer, self.train_loader = model, optimizer, train_loader
+        self.scheduler, self.step_every, self.val_loader = scheduler, step_every, val_loader
+        self.plateau_metric, self.loss_fn, self.precision, self.history = (plateau_metric, loss_fn,
+                                                                           precision, history)
+        self.device = resolve_device(model, train_loader)
+        self.checked, self.rng, self.batch, self.pending = False, None, None, None
+        self.classes = is_classification_loss(loss_fn)
+
+    def batches(self, epoch: int):
+        """The epoch's batches after those an interrupted run already trained on."""
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(epoch)
+        skip = self.history.unfinished_steps
+        for index, batch in enumerate(self.train_loader):
+            if index >= skip:
+                yield batch
+
+    def measured_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``loss_fn``, keeping the step's loss and correct count before the update runs."""
+        if not self.checked:  # the first batch: labels against the model's outputs, before the loss
+            check_batch(self.batch[0], y, logits, classes=self.classes)
+            self.checked = True
+        loss = self.loss_fn(logits, y)
+        self.pending = (loss.detach(), (logits.detach().argmax(1) == y).sum(), len(y))
+        return loss
+
+    def step(self, x, y, steps_before: int) -> None:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if not self.checked:
+            check_batch(x, y, classes=self.classes)  # before the model sees it
+        self.batch, self.rng = (x, y), rng_snapshot(steps_before, self.device)
+        train_step(self.model, self.optimizer, x, y, loss_fn=self.measured_loss, precision=self.precision)
+        if self.step_every == "step" and self.scheduler is not None:
+            self.scheduler.step()
+
+    def train_epoch(self, epoch: int, log: LRLog, bar) -> list[float]:
+        """Train the rest of one epoch; returns its sums (loss x size, correct, seen, seconds)."""
+        self.model.train()
+        sums = list(self.history.partial) or [0.0, 0.0, 0.0, 0.0]
+        start, first, done = time.perf_counter(), log.steps, []
+        try:
+            for x, y in self.batches(epoch):
+                self.step(x, y, self.history.steps + len(done))
+                done.append(self.pending)
+                bar.update()
+        finally:
+            if log.steps - first > len(done):  # stopped after the update, before the bookkeeping
+                done.append(self.pending)
+            self.record(done, log.lrs[first:], sums, time.perf_counter() - start)
+        return sums
+
+    def record(self, done: list, lrs: list[list[float]], sums: list[float], seconds: float) -> None:
+        """Steps into the history (one host sync per epoch) and the epoch's running sums."""
+        losses = torch.stack([d[0] for d in done]).float().tolist() if done else []
+        for step_lrs, loss, (_, _, n) in zip(lrs, losses, done):
+            self.history.record_step(step_lrs, loss)
+            sums[0] += loss * n
+            sums[2] += n
+        sums[1] += int(torch.stack([d[1] for d in done]).sum()) if done else 0
+        sums[3] += seconds
+        self.history.keep_partial(sums)
+
+    def settle_interrupt(self) -> None:
+        """After Ctrl-C: rewind the RNG of a step that did not update, finish one that did."""
+        if getattr(self, "rng", None) is None:
+            return
+        counter = getattr(self.scheduler, "last_epoch", None)
+        if self.step_every == "step" and counter == self.history.steps - 1:
+            self.scheduler.step()  # the update ran, its scheduler step had not yet
+        elif self.history.steps == self.rng[0]:
+            rng_restore(self.rng)  # as if the unfinished step never began (dropout draws included)
+
+    def check_finite(self, epoch: int) -> None:
+        h = self.history
+        first = epoch * h.steps_per_epoch
+        for step in range(first, h.steps):
+            if not math.isfinite(h.step_loss[step]):
+                raise DivergenceError(
+                    f"Training diverged: the loss became {h.step_loss[step]} at step {step} (epoch "
+                    f"{epoch}) with lr={h.step_lr[step]}. The learning rate is too "
+                    "large for this model: lower it (e.g. 10x), add warmup, or clip gradients. The run "
+                    "so far is in `.history`.", h)
+
+    def end_epoch(self, sums: list[float]) -> None:
+        loss_sum, correct, seen, seconds = sums
+        if self.val_loader is not None:
+            val_loss, val_acc = evaluate(self.model, self.val_loader, loss_fn=self.loss_fn)
+        else:
+            val_loss = val_acc = math.nan
+        self.history.record_epoch(train_loss=loss_sum / seen, train_acc=correct / seen, val_loss=val_loss,
+                                  val_acc=val_acc, seconds=seconds)
+        if self.scheduler is not None and self.step_every == "epoch":
+            if isinstance(self.scheduler, ReduceLROnPlateau):
+                metric = getattr(self.history, self.plateau_metric)[-1]
+                self.scheduler.step(mean_across_ranks(metric))
+            else:
+                self.scheduler.step()
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable, *, epochs: int,
+        scheduler=None, step_every: str = "epoch", val_loader: Iterable | None = None,
+        plateau_metric: str = "val_loss", loss_fn: Callable = F.cross_entropy, history: History | None = None,
+        on_epoch_end: Callable[[int, History], None] | None = None, precision: str = "fp32") -> History:
     """Train ``model`` and record the learning rate applied at every step.
 
-    Each step runs forward, backward, ``optimizer.step()``, then ``scheduler.step()``
-    when ``step_every="step"``; with ``"epoch"`` the scheduler steps once after
-    validation (a ``ReduceLROnPlateau`` gets ``plateau_metric``). Ctrl-C returns the
-    history so far with ``interrupted=True``; a NaN/inf loss raises
-    :class:`DivergenceError`. A loader with ``set_epoch`` (``TensorLoader``) is set to
-    each epoch's number first, so epoch ``k`` always sees the same shuffling order:
-    a resumed run, or a second run on the same loader, matches an uninterrupted one.
+    Each step runs forward, ``loss_fn(logits, y)``, backward, ``optimizer.step()``, then
+    ``scheduler.step()`` when ``step_every="step"``; with ``"epoch"`` the scheduler steps
+    once after validation (a ``ReduceLROnPlateau`` gets ``plateau_metric``, averaged
+    across ranks under ``torch.distributed``). Training runs on ``train_loader.device``
+    when the loader has one (the model is moved there), else on the model's device.
+    Ctrl-C returns the history so far (``interrupted=True``); ``fit(..., history=h)`` on
+    the same objects continues exactly from the interrupted step. A NaN/inf loss raises
+    :class:`DivergenceError`. A loader with ``set_epoch`` is set to each epoch's number.
 
     Args:
-        model: The network (moved to ``device``).
-        optimizer: Built on ``model.parameters()``.
+        model, optimizer: The network and its optimizer (built on ``model.parameters()``).
         train_loader: Yields ``(x, y)``; ``len()`` is ``steps_per_epoch``.
-        epochs: Total number of epochs, counting those before ``start_epoch``.
-        scheduler: Any ``torch.optim.lr_scheduler`` object bound to ``optimizer``.
-        step_every: ``"epoch"`` or ``"step"``.
-        val_loader: Validation data, evaluated after every epoch.
-        device: Defaults to the loader's device.
+        epochs: The run's total number of epochs; with ``history``, only the rest is trained.
+        scheduler: A ``torch.optim.lr_scheduler`` object bound to ``optimizer``.
+        step_every: ``"epoch"`` or ``"step"`` (OneCycleLR, CyclicLR, warmup).
+        val_loader: Validation data (a split of the training set), evaluated after every epoch.
         plateau_metric: ``"val_loss"`` (mode ``min``) or ``"val_acc"`` (mode ``max``).
-        loss_fn: ``loss_fn(logits, y, reduction=...)``, cross-entropy by default.
-        start_epoch: Epochs already done; runs epochs ``start_epoch .. epochs-1`` (for resuming
-            with :func:`lrtools.load_checkpoint`).
-        history: A :class:`History` to continue (it must hold ``start_epoch`` epochs); appended
-            to in place and returned. Steps of an unfinished (interrupted) epoch are dropped.
-        on_epoch_end: Called as ``on_epoch_end(epochs_done, history)`` after each epoch, once
-            the scheduler has stepped; ``epochs_done`` (= ``history.epochs``) is the
-            ``start_epoch`` a resumed run would use, e.g. to save a checkpoint.
-        precision: ``"fp32"``, ``"bf16"`` (forward pass and loss under bf16 autocast; the
-            weights, gradients and optimizer stay fp32) or ``"auto"``: bf16 on a CUDA GPU that
-            supports it, fp32 elsewhere. On a CPU with native bf16 (see
-            :func:`lrtools.bf16_supported`) ``"bf16"`` is faster too, but not exact, so it is opt-in.
-        channels_last: Store the model's 4-D (convolution) weights channels-last, the faster
-            layout for convolutions; the values do not change. None: on CUDA only.
+        loss_fn: ``loss_fn(logits, y)`` returning the batch mean, e.g. ``nn.CrossEntropyLoss()``.
+        history: A :class:`History` to continue (from this call or a checkpoint).
+        on_epoch_end: ``on_epoch_end(epochs_done, history)`` after each epoch and its scheduler step.
+        precision: ``"fp32"`` (exact, default) or ``"bf16"`` (bf16 autocast of forward and loss).
 
     Example:
         >>> history = fit(model, optimizer, train_loader, epochs=3,
         ...               scheduler=StepLR(optimizer, 1, 0.5), val_loader=val_loader)  # doctest: +SKIP
     """
-    _check_fit_args(optimizer, scheduler, step_every, epochs, val_loader, plateau_metric)
-    history = _start_history(history, start_epoch, epochs, len(train_loader))
-    device = _resolve_device(device, model, train_loader)
-    amp_dtype = _prepare_model(model, device, precision, channels_last)
-    per_step = scheduler if step_every == "step" else None
-    bar = tqdm(total=(epochs - start_epoch) * len(train_loader), unit="step", disable=_tqdm_disabled(),
-               leave=False)
+    epochs, steps_per_epoch = check_epochs(epochs), check_not_empty(train_loader, "train_loader")
+    if val_loader is not None:
+        check_not_empty(val_loader, "val_loader")
+    history = _start_history(history, epochs, steps_per_epoch)
+    autocast(torch.device("cpu"), precision)  # refuses an unknown precision before any work
+    check_optimizer_holds(model, optimizer)
+    check_scheduler(scheduler, optimizer, step_every, total_updates=epochs * steps_per_epoch,
+                    done_updates=history.steps)
+    check_plateau(scheduler, step_every, val_loader, plateau_metric)
+    run = _Run(model, optimizer, train_loader, scheduler, step_every, val_loader, plateau_metric, loss_fn,
+               precision, history)
+    model.to(run.device)
+    return _loop(run, epochs, on_epoch_end)
+
+
+def _loop(run: _Run, epochs: int, on_epoch_end) -> History:
+    history = run.history
+    bar = tqdm(total=epochs * history.steps_per_epoch - history.steps, unit="step", leave=False)
     try:
-        for epoch in range(start_epoch, epochs):
-            if hasattr(train_loader, "set_epoch"):
-                train_loader.set_epoch(epoch)
-            start, first_step = time.perf_counter(), len(history.step_loss)
-            history.epoch_lr.append([float(g["lr"]) for g in optimizer.param_groups])
-            loss, acc = _train_epoch(model, optimizer, train_loader, per_step, history, bar, device, loss_fn,
-                                     amp_dtype)
-            _check_finite(history, first_step, epoch)
-            val = (evaluate(model, val_loader, device=device, loss_fn=loss_fn)
-                   if val_loader is not None else (math.nan, math.nan))
-            history.log_epoch(loss, acc, *val, seconds=time.perf_counter() - start)
-            _end_epoch(history, scheduler, step_every, plateau_metric, bar)
-            if on_epoch_end is not None:
-                on_epoch_end(history.epochs, history)
+        with watch(run.optimizer, run.scheduler, warn=False) as log:
+            for epoch in range(history.epochs, epochs):
+                if run.scheduler is not None:
+                    check_counter(run.scheduler, history, run.step_every)
+                sums = run.train_epoch(epoch, log, bar)
+                run.check_finite(epoch)
+                run.end_epoch(sums)
+                bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", lr=f"{history.epoch_lr[-1][0]:.3g}")
+                if on_epoch_end is not None:
+                    on_epoch_end(history.epochs, history)
+            if run.scheduler is not None:
+                check_counter(run.scheduler, history, run.step_every)
     except KeyboardInterrupt:
-        history.interrupted = True
-        del history.epoch_lr[history.epochs:]
+        run.settle_interrupt()
+        history.mark_interrupted()
     finally:
         bar.close()
     return history

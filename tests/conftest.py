@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads TQDM_* once, at import
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
@@ -13,8 +15,6 @@ import torch  # noqa: E402
 
 from lrtools.data import MNIST_MD5, resolve_data_root  # noqa: E402
 from lrtools.utils import seed_everything  # noqa: E402
-
-os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,23 @@
-"""Tests for lrtools.bench: the ratio / time-to-target arithmetic, the report and its JSON (no timings)."""
+"""Tests for benchmarks.bench: the ratio / time-to-target arithmetic, the report and its JSON, the
+timing loops on a fake clock, and how the runs call lrtools' public API (no real timings)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 import torch
 
-from lrtools import bench
-from lrtools.bench import BenchConfig, compute_ratios, format_report, speedup, summarize_run, time_to_target
+from benchmarks import bench
+from benchmarks.bench import (
+    BenchConfig,
+    compute_ratios,
+    format_report,
+    speedup,
+    summarize_run,
+    time_to_target,
+)
 
 
 def _run(seconds, accs, *, images=60_000, model="ExamplesNet", batch_size=64):
@@ -132,8 +141,10 @@ def test_epoch_defaults(cfg, device_type, expected):
     assert cfg.resolved_epochs(device_type) == expected
 
 
-def test_recipe_epochs_default_to_the_schedule_length():
-    assert BenchConfig().resolved_recipe_epochs() == bench.RECIPE["epochs"]
+def test_recipe_epochs_default_to_the_schedule_length(monkeypatch):
+    assert BenchConfig().resolved_recipe_epochs() == 4  # the recipe's one-cycle length
+    monkeypatch.setitem(bench.RECIPE, "epochs", 9)
+    assert BenchConfig().resolved_recipe_epochs() == 9
     assert BenchConfig(quick=True).resolved_recipe_epochs() == 1
     assert BenchConfig(recipe_epochs=6).resolved_recipe_epochs() == 6
 
@@ -148,13 +159,54 @@ def test_run_benchmark_rejects_unknown_runs_and_bad_targets():
     assert str(err.value) == "target is a test accuracy in (0, 1], got 99.0."
 
 
-def test_warm_up_leaves_the_weights_and_grads_untouched():
+class FakeClock:
+    """``time.perf_counter`` that only moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_warm_up_times_every_pass_and_leaves_the_weights_and_grads_untouched(monkeypatch):
+    clock, sizes = FakeClock(), []
+    monkeypatch.setattr(bench.time, "perf_counter", clock)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+    def forward(x):  # each pass "takes" 0.25 s on the fake clock
+        sizes.append(len(x))
+        clock.now += 0.25
+        return model(x)
+
     before = [p.detach().clone() for p in model.parameters()]
-    seconds = bench._warm_up(model, model, [8, 3], torch.device("cpu"), steps=2)
-    assert seconds >= 0
+    seconds = bench._warm_up(forward, model, [8, 3], torch.device("cpu"), steps=2)
+    assert sizes == [8, 8, 3, 3]  # every batch size, ``steps`` times each
+    assert seconds == pytest.approx(1.0)  # 4 passes x 0.25 s: the clock spans all of them
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_timed_epochs_time_training_only_and_stop_at_the_target(monkeypatch):
+    clock, accs, trained = FakeClock(), iter([0.95, 0.991, 0.999]), []
+    monkeypatch.setattr(bench.time, "perf_counter", clock)
+
+    def fake_evaluate(model, loader):  # testing costs 100 s on the clock, outside the timing
+        clock.now += 100.0
+        return 0.1, next(accs)
+
+    monkeypatch.setattr(bench, "evaluate", fake_evaluate)
+    durations = itertools.cycle([4.0, 2.0])
+
+    def one_epoch():
+        trained.append(True)
+        clock.now += next(durations)
+
+    rows = bench._timed_epochs(one_epoch, torch.nn.Identity(), None, epochs=5, images=6000,
+                               device=torch.device("cpu"), stop_at=0.99)
+    assert rows == [{"epoch": 1, "seconds": 4.0, "images_per_s": 1500.0, "test_acc": 0.95},
+                    {"epoch": 2, "seconds": 2.0, "images_per_s": 3000.0, "test_acc": 0.991}]
+    assert len(trained) == 2  # stopped once the target was reached, not after 5 epochs
 
 
 def test_warm_up_under_bf16_autocast_runs_the_forward_pass_in_bf16():
@@ -171,7 +223,62 @@ def test_fast_path_uses_bf16_only_where_it_is_native(monkeypatch):
     assert bench.fast_path(torch.device("cpu")) == {"precision": "bf16", "channels_last": True}
     monkeypatch.setattr(bench, "bf16_supported", lambda device: False)
     assert bench.fast_path(torch.device("cpu")) == {"precision": "fp32", "channels_last": True}
-    assert bench.EXACT_FP32 == {"precision": "fp32", "channels_last": False}
+
+
+def _conv_weight(model):
+    """The last convolution's weight (the first has one input channel: both layouts coincide there)."""
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+
+
+def test_prepare_model_sets_the_layout_itself_and_returns_the_autocast_dtype():
+    exact = bench.ExamplesNet()
+    assert bench.prepare_model(exact, torch.device("cpu"), bench.EXACT_FP32) is None
+    assert _conv_weight(exact).is_contiguous()  # the exact run keeps the default layout
+    fast = bench.ExamplesNet()
+    options = {"precision": "bf16", "channels_last": True}
+    assert bench.prepare_model(fast, torch.device("cpu"), options) is torch.bfloat16
+    weight = _conv_weight(fast)
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+@pytest.mark.parametrize("options", [{"precision": "bf16", "channels_last": True}, bench.EXACT_FP32],
+                         ids=["fast", "exact"])
+def test_same_model_run_calls_fit_with_public_options_only(monkeypatch, mnist_root, options):
+    calls = []
+
+    def fake_fit(model, optimizer, train_loader, **kwargs):
+        calls.append((_conv_weight(model).is_contiguous(memory_format=torch.channels_last), kwargs))
+
+    monkeypatch.setattr(bench, "fit", fake_fit)
+    monkeypatch.setattr(bench, "evaluate", lambda model, loader: (0.1, 0.5))
+    run = bench._run_same_model(BenchConfig(quick=True), torch.device("cpu"), mnist_root, 2, None, options)
+    assert [r["test_acc"] for r in run["epochs"]] == [0.5, 0.5]
+    assert len(calls) == 2
+    for channels_last, kwargs in calls:
+        assert channels_last is options["channels_last"]  # the bench set the layout, not fit
+        assert set(kwargs) == {"epochs", "scheduler", "step_every", "precision"}
+        assert (kwargs["epochs"], kwargs["step_every"]) == (1, "epoch")
+        assert kwargs["precision"] == options["precision"]
+    assert run["setup"].endswith("lrtools.fit (bf16 autocast, channels_last)" if options["channels_last"]
+                                 else "lrtools.fit (fp32)")
+
+
+def test_examples_net_is_the_official_example_net():
+    model = bench.ExamplesNet()
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) == 1_199_882  # the example's parameter count
+
+
+def test_the_bench_uses_only_public_lrtools_names():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(bench))
+    imported = [(node.module, a.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for a in node.names if (node.module or "").startswith("lrtools")]
+    assert imported and [name for _, name in imported if name.startswith("_")] == []
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+                and isinstance(n.value, ast.Name) and n.value.id == "lrtools"]
 
 
 def test_baseline_sees_the_same_images_as_lrtools_in_quick_mode(mnist_root):
@@ -195,7 +302,7 @@ def test_cli_quick_recipe_writes_the_json_report(mnist_root, tmp_path, monkeypat
                        "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["schema"] == "lrtools.bench/1"
-    assert report["command"] == ("python -m lrtools.bench --quick --skip-baseline --skip-same-model-fp32 "
+    assert report["command"] == ("python -m benchmarks.bench --quick --skip-baseline --skip-same-model-fp32 "
                                  f"--skip-same-model --out {out}")
     assert set(report) == {"schema", "created", "command", "environment", "config", "target_acc", "recipe",
                            "data", "runs", "ratios"}
@@ -207,7 +314,12 @@ def test_cli_quick_recipe_writes_the_json_report(mnist_root, tmp_path, monkeypat
     assert [set(e) for e in recipe["epochs"]] == [{"epoch", "seconds", "images_per_s", "test_acc"}]
     assert recipe["time_to_target_s"] is None and recipe["epochs_to_target"] is None
     assert 0.3 < recipe["epochs"][0]["test_acc"] <= 1.0
-    assert recipe["peak_memory_bytes"] > 0 and recipe["warmup_s"] >= 0
+    assert recipe["epochs"][0]["images_per_s"] == pytest.approx(4096 / recipe["epochs"][0]["seconds"])
+    assert recipe["peak_memory_bytes"] > 0
     captured = capsys.readouterr()
     assert "not reached within 1 epoch" in captured.out and f"figures written to {out}" in captured.out
+    # the printed table shows the very figures of the JSON file
+    assert f"recipe      {recipe['warmup_s']:>9.2f}  not reached within 1 epoch " in captured.out
+    assert (f"recipe      SmallCNN       256     1 {recipe['epochs'][0]['seconds']:>8.2f} "
+            f"{recipe['epochs'][0]['images_per_s']:>10,.0f}") in captured.out
     assert captured.err.startswith("running recipe on cpu ...\n  recipe epoch 1: ")

@@ -1,5 +1,6 @@
-"""Student copies: exact stubs on a synthetic notebook; on the real notebooks, no solution
-survives, every exercise raises NotImplementedError, and a wrong answer fails its check.
+"""Student copies: exact stubs on a synthetic notebook; marker look-alikes, raw cells and an
+output folder on top of the source never leak or overwrite a solution; on the real notebooks,
+no solution survives, every exercise raises NotImplementedError, and a wrong answer fails its check.
 
 The real-notebook tests run only the cells an exercise needs (a backward slice over the
 names the cells read and write) in one quick-mode kernel per notebook. That the instructor
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 
-from lrtools.classroom import main, student_notebook, student_source, write_student_copies
+from tools.classroom import main, student_notebook, student_source, write_student_copies
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -96,22 +97,94 @@ def test_markdown_may_mention_the_markers_in_prose():
 
 @pytest.mark.parametrize(("source", "message"), [
     ("### BEGIN SOLUTION\nx = 1",
-     "BEGIN SOLUTION is never closed. Fix: add '### END SOLUTION' after the region "
-     "(in markdown: '<!-- END SOLUTION -->')."),
+     "BEGIN SOLUTION on line 1 is never closed. Fix: add '### END SOLUTION' after the lines to hide."),
     ("x = 1\n### END SOLUTION",
-     "Line 2: END SOLUTION while no region is open. Fix: close each region with its END marker "
-     "before the next BEGIN."),
+     "Line 2: END SOLUTION without a BEGIN SOLUTION before it. Fix: add '### BEGIN SOLUTION' above the "
+     "lines to hide, or delete this line."),
     ("### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n",
-     "Line 2: BEGIN HIDDEN TESTS while SOLUTION region is open. Fix: close each region with its "
-     "END marker before the next BEGIN."),
+     "Line 2: BEGIN HIDDEN TESTS inside the SOLUTION region opened on line 1; regions cannot nest. "
+     "Fix: close that region with '### END SOLUTION' before line 2."),
+    ("### BEGIN SOLUTION\nx = 1\n### END HIDDEN TESTS",
+     "Line 3: END HIDDEN TESTS, but the region open since line 1 is SOLUTION. Fix: close it with "
+     "'### END SOLUTION'."),
     ("x = 1  ### BEGIN SOLUTION",
-     "Malformed marker line 'x = 1  ### BEGIN SOLUTION'. Fix: put the marker alone on its line, "
-     "e.g. '### BEGIN SOLUTION' or '### END HIDDEN TESTS'."),
-], ids=["unclosed", "end-without-begin", "nested", "malformed"])
+     "Line 1: Marker text 'BEGIN SOLUTION' is not alone on its line ('x = 1  ### BEGIN SOLUTION'), so it "
+     "would not hide anything. Fix: put the marker on a line of its own, e.g. '### BEGIN SOLUTION', or "
+     "reword the line so it does not read like a marker."),
+    ("### BEGIN SOLUTIONS\nx = 1\n### END SOLUTIONS",
+     "Line 1: '### BEGIN SOLUTIONS' looks like a marker but is not one, so the lines after it would be "
+     "copied into the student notebook. Fix: write '### BEGIN SOLUTION' (the markers are BEGIN/END "
+     "SOLUTION and BEGIN/END HIDDEN TESTS; any case and spacing work)."),
+], ids=["unclosed", "end-without-begin", "nested", "mismatched-end", "malformed", "unknown"])
 def test_bad_markers_raise_a_clear_error(source, message):
     with pytest.raises(ValueError) as info:
         student_source(source)
     assert str(info.value) == message
+
+
+# Any case and any spacing of a marker alone on its line is the marker (nbgrader's own
+# matching is case-sensitive; here a variant must not leak the answer).
+@pytest.mark.parametrize(("begin", "end"), [
+    ("### begin solution", "### end solution"),
+    ("### BEGIN  SOLUTION", "### END\tSOLUTION"),
+    ("#BEGIN SOLUTION", "#END SOLUTION"),
+    ("  ##  Begin   Solution  ##", "## End Solution"),
+    ("BEGIN SOLUTION", "END SOLUTION"),
+])
+def test_marker_variants_in_code_work_as_the_marker(begin, end):
+    changed = student_source(f"x = 1\n{begin}\nsecret = 42\n{end}\nprint(secret)")
+    indent = begin[: len(begin) - len(begin.lstrip())]
+    assert (changed.source, changed.solutions) == (
+        f"x = 1\n{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError()\nprint(secret)", 1)
+
+
+@pytest.mark.parametrize(("begin", "end"), [
+    ("<!--begin solution-->", "<!--end solution-->"),
+    ("<!--  BEGIN  SOLUTION  -->", "<!-- End Solution -->"),
+    ("### begin solution", "### END SOLUTION"),
+])
+def test_marker_variants_in_markdown_work_as_the_marker(begin, end):
+    changed = student_source(f"Why?\n{begin}\nThe secret reason.\n{end}\nEnd.", "markdown")
+    assert (changed.source, changed.solutions) == ("Why?\nYOUR ANSWER HERE\nEnd.", 1)
+
+
+def test_hidden_test_variants_are_removed():
+    changed = student_source("assert a\n### begin  hidden tests\nassert secret\n### End Hidden Tests\nok()")
+    assert (changed.source, changed.hidden_tests) == ("assert a\nok()", 1)
+
+
+@pytest.mark.parametrize(("source", "cell_type", "start"), [
+    ("### BEGIN_SOLUTION\nsecret\n### END_SOLUTION", "code",
+     "Line 1: '### BEGIN_SOLUTION' looks like a marker but is not one"),
+    ("### begin solutions\nsecret\n### end solutions", "code",
+     "Line 1: '### begin solutions' looks like a marker but is not one"),
+    ("### BEGIN HIDDEN TEST\nassert secret\n### END HIDDEN TEST", "code",
+     "Line 1: '### BEGIN HIDDEN TEST' looks like a marker but is not one"),
+    ("### BEGINSOLUTION\nsecret\n### ENDSOLUTION", "code",
+     "Line 1: '### BEGINSOLUTION' looks like a marker but is not one"),
+    ("x = 1\nsecret = 2  ### begin solution", "code", "Line 2: Marker text 'begin solution' is not alone"),
+    ("# -- begin solution --\nsecret\n# -- end solution --", "code",
+     "Line 1: Marker text 'begin solution' is not alone"),
+    ("<!-- BEGIN SOLUTIONS -->\nThe secret.\n<!-- END SOLUTIONS -->", "markdown",
+     "Line 1: '<!-- BEGIN SOLUTIONS -->' looks like a marker but is not one"),
+    ("Answer: <!-- BEGIN SOLUTION --> the secret <!-- END SOLUTION -->", "markdown",
+     "Line 1: Marker text 'BEGIN SOLUTION' is not alone on its line"),
+    ("**BEGIN SOLUTION**\nThe secret.\n**END SOLUTION**", "markdown",
+     "Line 1: Marker text 'BEGIN SOLUTION' is not alone on its line"),
+], ids=["underscore", "plural", "hidden-test", "no-space", "after-code", "decorated", "md-plural",
+        "md-inline", "md-bold"])
+def test_marker_lookalikes_raise_instead_of_leaking(source, cell_type, start):
+    with pytest.raises(ValueError) as info:
+        student_source(source, cell_type)
+    assert str(info.value).startswith(start)
+    assert "Fix: " in str(info.value)
+
+
+def test_ordinary_lines_that_mention_begin_or_end_are_kept():
+    code = "# see the end solution of the ODE\n# end hidden layer\nx = 1"
+    assert student_source(code).source == code
+    prose = "`### END SOLUTION` (the student copy replaces it), then run\nthe end solution is below."
+    assert student_source(prose, "markdown").source == prose
 
 
 def test_student_notebook_exact_cells_and_outputs():
@@ -157,14 +230,103 @@ def test_command_line_without_notebooks_fails_clearly(tmp_path, capsys):
     assert main([str(tmp_path), str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == (
         f"error: No .ipynb files in {tmp_path}. Fix: pass the folder that holds the instructor "
-        "notebooks, e.g. `python -m lrtools.classroom notebooks build/student`.\n")
+        "notebooks, e.g. `python -m tools.classroom notebooks build/student`.\n")
 
 
 def test_bad_marker_error_names_notebook_and_cell(tmp_path):
     nb = new_notebook(cells=[new_markdown_cell("hi"), new_code_cell("### BEGIN SOLUTION\nx = 1")])
     nbformat.write(nb, tmp_path / "bad.ipynb")
-    with pytest.raises(ValueError, match=r"bad\.ipynb: Cell 1: BEGIN SOLUTION is never closed"):
+    with pytest.raises(ValueError) as info:
         write_student_copies(tmp_path, tmp_path / "out")
+    assert str(info.value) == (f"{tmp_path / 'bad.ipynb'}: Cell 1 (code, counting from 0): BEGIN SOLUTION "
+                               "on line 1 is never closed. Fix: add '### END SOLUTION' after the lines to "
+                               "hide.")
+
+
+def test_lookalike_in_a_markdown_cell_names_notebook_cell_and_line(tmp_path):
+    answer = "Why?\n<!-- begin solutions -->\nsecret\n<!-- end solutions -->"
+    nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("y = 2"), new_markdown_cell(answer)])
+    nbformat.write(nb, tmp_path / "ex.ipynb")
+    with pytest.raises(ValueError) as info:
+        write_student_copies(tmp_path, tmp_path / "out")
+    assert str(info.value).startswith(f"{tmp_path / 'ex.ipynb'}: Cell 2 (markdown, counting from 0): "
+                                      "Line 2: '<!-- begin solutions -->' looks like a marker but is not one")
+
+
+def test_a_bad_notebook_writes_no_copy_at_all(tmp_path):
+    src, out = tmp_path / "nb", tmp_path / "out"
+    src.mkdir()
+    nbformat.write(synthetic_notebook(), src / "a.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell("### END SOLUTION")]), src / "b.ipynb")
+    assert main([str(src), str(out)]) == 1
+    assert not out.exists()
+
+
+def test_marker_in_a_raw_cell_is_refused():
+    nb = new_notebook(cells=[new_markdown_cell("# Title"),
+                             new_raw_cell("### BEGIN SOLUTION\nsecret = 42\n### END SOLUTION")])
+    with pytest.raises(ValueError) as info:
+        student_notebook(nb)
+    assert str(info.value) == (
+        "Cell 1 (raw, counting from 0): marker text 'BEGIN SOLUTION' in a raw cell, which is copied into "
+        "the student notebook as it is. Fix: make it a code cell (marker '### BEGIN SOLUTION') or a "
+        "markdown cell (marker '<!-- BEGIN SOLUTION -->'), or take the answer out of it.")
+    for text in ("<!-- begin solution -->\nsecret", "### BEGIN HIDDEN TESTS"):
+        with pytest.raises(ValueError, match=r"^Cell 0 \(raw, counting from 0\): marker text"):
+            student_notebook(new_notebook(cells=[new_raw_cell(text)]))
+
+
+def test_raw_cell_without_markers_is_copied_unchanged():
+    nb = new_notebook(cells=[new_raw_cell(".. note:: plain reST"), new_code_cell("x = 1")])
+    assert student_notebook(nb)[0].cells == nb.cells
+
+
+def _source_folder(tmp_path):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    nbformat.write(synthetic_notebook(), src / "a.ipynb")
+    return src, (src / "a.ipynb").read_bytes()
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot", "dotdot", "symlink", "relative"])
+def test_output_folder_that_is_the_source_folder_is_refused(tmp_path, monkeypatch, capsys, spelling):
+    src, key = _source_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    if spelling == "symlink":
+        (tmp_path / "link").symlink_to(src, target_is_directory=True)
+    out = {"same": str(src), "dot": f"{src}/.", "dotdot": f"{src}/../notebooks", "symlink": "link",
+           "relative": "notebooks"}[spelling]
+    assert main([str(src), out]) == 1
+    assert (src / "a.ipynb").read_bytes() == key, "the answer key was overwritten"
+    err = capsys.readouterr().err
+    assert err == (f"error: The output folder {str(Path(out))!r} is the source folder {str(src)!r} (both are "
+                   f"{src.resolve()}): the student copies would overwrite the instructor notebooks and "
+                   "their solutions. Fix: pass another output folder, e.g. "
+                   "`python -m tools.classroom notebooks build/student`.\n")
+
+
+def test_output_file_that_links_to_an_instructor_notebook_is_refused(tmp_path):
+    src, key = _source_folder(tmp_path)
+    out = tmp_path / "student"
+    out.mkdir()
+    (out / "a.ipynb").symlink_to(src / "a.ipynb")
+    with pytest.raises(ValueError) as info:
+        write_student_copies(src, out)
+    assert str(info.value) == (f"{out / 'a.ipynb'} is the instructor notebook {src / 'a.ipynb'} (a link to "
+                               "it): writing the student copy there would overwrite the solutions. Fix: "
+                               f"remove the link {out / 'a.ipynb'}, or pass another output folder.")
+    (out / "a.ipynb").unlink()
+    os.link(src / "a.ipynb", out / "a.ipynb")  # a hard link is the same file too
+    with pytest.raises(ValueError, match="is the instructor notebook"):
+        write_student_copies(src, out)
+    assert (src / "a.ipynb").read_bytes() == key
+
+
+def test_output_folder_inside_the_source_folder_is_fine(tmp_path):
+    src, key = _source_folder(tmp_path)
+    [(target, totals)] = write_student_copies(src, src / "student")
+    assert target == src / "student" / "a.ipynb" and totals.solutions == 3
+    assert (src / "a.ipynb").read_bytes() == key
 
 
 # --------------------------------------------------------------------------- real notebooks

@@ -48,14 +48,66 @@ def test_bad_val_size():
         mnist_loaders(val_size=60_000)
 
 
-def test_shuffle_new_order_each_epoch_and_replayable():
-    loader = TensorLoader(torch.arange(20.0)[:, None], torch.arange(20), batch_size=5,
-                          shuffle=True, seed=3)
-    first = torch.cat([y for _, y in loader])
-    second = torch.cat([y for _, y in loader])
-    assert sorted(first.tolist()) == list(range(20)) and not torch.equal(first, second)
+def _order(loader):
+    return torch.cat([y for _, y in loader]).tolist()
+
+
+def _loader(seed=3, n=20):
+    return TensorLoader(torch.arange(float(n))[:, None], torch.arange(n), batch_size=5, shuffle=True,
+                        seed=seed)
+
+
+def test_shuffle_new_order_each_pass_and_replayable():
+    loader = _loader()
+    first, second, third = _order(loader), _order(loader), _order(loader)
+    assert sorted(first) == list(range(20)) and len({tuple(first), tuple(second), tuple(third)}) == 3
     loader.set_epoch(0)
-    assert torch.equal(torch.cat([y for _, y in loader]), first)
+    assert _order(loader) == first and _order(loader) == second  # and it moves on from there
+    loader.set_epoch(2)
+    assert _order(loader) == third
+
+
+def test_set_epoch_makes_the_order_a_function_of_seed_and_epoch_only():
+    a, b = _loader(seed=5), _loader(seed=5)
+    for _ in range(3):  # a has run three passes, b none; the global RNG moves too
+        _order(a)
+    torch.rand(100)
+    for k in (0, 4, 1):
+        a.set_epoch(k)
+        torch.manual_seed(k + 100)  # whatever the global RNG holds
+        b.set_epoch(k)
+        assert _order(a) == _order(b), k
+    c = _loader(seed=6)
+    a.set_epoch(4)
+    c.set_epoch(4)
+    assert _order(a) != _order(c)  # the seed matters
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, True, "2"])
+def test_set_epoch_refuses_a_non_epoch(bad):
+    with pytest.raises(ValueError, match=re.escape(f"epoch must be an int >= 0, got {bad!r}.")):
+        _loader().set_epoch(bad)
+
+
+def test_with_seed_shares_the_tensors_and_changes_only_the_order():
+    loader = _loader(seed=3)
+    other = loader.with_seed(4)
+    assert other.images is loader.images and other.labels is loader.labels  # shared, not copied
+    assert other.images.untyped_storage().data_ptr() == loader.images.untyped_storage().data_ptr()
+    assert other.indices is loader.indices and other.seed == 4 and loader.seed == 3
+    assert (other.batch_size, other.shuffle, len(other)) == (loader.batch_size, loader.shuffle, len(loader))
+    a, b = _order(loader), _order(other)
+    assert a != b and sorted(a) == sorted(b)
+    for k in (0, 1):
+        loader.set_epoch(k)
+        same = loader.with_seed(3)
+        same.set_epoch(k)
+        assert _order(same) == _order(loader)  # with its own seed: the same order
+
+
+def test_unshuffled_with_seed_keeps_the_order():
+    loader = TensorLoader(torch.zeros(6, 1), torch.arange(6), batch_size=4)
+    assert _order(loader.with_seed(9)) == list(range(6))
 
 
 def test_unshuffled_loader_keeps_order_and_last_batch():
@@ -118,3 +170,22 @@ def test_offline_download_failure_names_the_fix(tmp_path, monkeypatch):
     assert f"are missing from {tmp_path / 'MNIST' / 'raw'} and downloading them failed " \
            "(OSError: network is unreachable)" in msg
     assert "export LRTOOLS_DATA=../shared/data" in msg
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda"])
+def test_a_device_this_machine_lacks_is_refused_before_any_download(device, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    import torchvision
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_download)
+    with pytest.raises(ValueError, match=re.escape("Fix: use lrtools.pick_device()")):
+        mnist_loaders(root=tmp_path, device=device)
+
+
+def test_a_bad_lrtools_quick_is_refused_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRTOOLS_QUICK", "maybe")
+    with pytest.raises(ValueError, match=re.escape("LRTOOLS_QUICK='maybe' is neither on")):
+        mnist_loaders(root=tmp_path, device="cpu", download=False)

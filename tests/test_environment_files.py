@@ -119,7 +119,8 @@ def _shim(tmp_path: Path, rc: int) -> dict[str, str]:
     shim.parent.mkdir()
     shim.write_text(f'#!/bin/bash\n{{ printf "%q " "$@"; echo; }} >> "{tmp_path}/calls.log"\nexit {rc}\n')
     shim.chmod(0o755)
-    return {**os.environ, "PATH": f"{shim.parent}:/usr/bin:/bin"}
+    # NB_PYTHON_PREFIX: repo2docker's environment, where postBuild installs JupyterLab's overrides.
+    return {**os.environ, "PATH": f"{shim.parent}:/usr/bin:/bin", "NB_PYTHON_PREFIX": str(tmp_path / "prefix")}
 
 
 def test_postbuild_installs_lrtools_then_fetches_mnist(tmp_path):
@@ -156,3 +157,42 @@ def test_start_points_lrtools_at_the_repository_data(preset, expected):
     done = subprocess.run([str(BINDER / "start"), "bash", "-c", 'echo "$LRTOOLS_DATA"; exit 7'],
                           env=env, capture_output=True, text=True)
     assert (done.stdout, done.returncode) == (expected + "\n", 7)
+
+
+OVERRIDES = BINDER / "overrides.json"
+
+
+def test_postbuild_installs_the_jupyterlab_overrides(tmp_path):
+    subprocess.run([str(BINDER / "postBuild")], cwd=tmp_path, env=_shim(tmp_path, 0), check=True)
+    installed = tmp_path / "prefix" / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    assert installed.read_bytes() == OVERRIDES.read_bytes()
+
+
+def test_overrides_switch_off_the_news_prompt_with_settings_jupyterlab_knows():
+    """Names and values checked against the installed JupyterLab's own schema."""
+    import json
+
+    overrides = json.loads(OVERRIDES.read_text())
+    assert overrides == {"@jupyterlab/apputils-extension:notification":
+                         {"fetchNews": "false", "checkForUpdates": False}}
+    schemas = Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
+    if not schemas.is_dir():
+        pytest.skip(f"no JupyterLab schemas in {schemas}")
+    for plugin_id, values in overrides.items():
+        package, plugin = plugin_id.rsplit(":", 1)
+        schema = json.loads((schemas / package / f"{plugin}.json").read_text())
+        for name, value in values.items():
+            spec = schema["properties"][name]
+            allowed = [choice["const"] for choice in spec.get("oneOf", [])]
+            assert {"string": str, "boolean": bool}[spec["type"]] is type(value), name
+            assert not allowed or value in allowed, f"{name}={value!r} not in {allowed}"
+
+
+def test_make_lab_installs_the_same_overrides_and_opens_the_first_notebook():
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "-B", "lab", "VENV=/nonexistent-venv"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert ("install -D -m 644 binder/overrides.json "
+            "/nonexistent-venv/share/jupyter/lab/settings/overrides.json") in dry
+    lab = [line for line in dry.splitlines() if "/bin/jupyter lab" in line]
+    assert len(lab) == 1 and "--LabApp.default_url=/lab/tree/00_setup_and_baseline.ipynb" in lab[0]
+    assert "--ServerApp.root_dir=notebooks" in lab[0]

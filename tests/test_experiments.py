@@ -11,12 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import StepLR
 
+from lrtools import TensorLoader
 from lrtools.experiments import format_table, run_many, summarize
 from lrtools.training import evaluate, fit
 from lrtools.utils import seed_everything
 
 ROW_KEYS = ["name", "seed", "test_acc", "test_loss", "best_val_acc", "final_val_acc", "seconds", "epochs"]
 
+
+
+@pytest.fixture
+def tiny(small_loaders):
+    """One batch of 64 to train on and 64 to test on: for tests about run_many's checks, not training."""
+    train, _, test = small_loaders
+    return (TensorLoader(train.images[:64], train.labels[:64], 64, shuffle=True),
+            TensorLoader(test.images[:64], test.labels[:64], 64))
 
 
 def _config(lr, seeds_seen=None, init_seed=None, **extra):
@@ -35,8 +44,8 @@ def test_rows_histories_and_seeding(small_loaders):
     train, val, test = small_loaders
     seeds_seen = []
     configs = {"slow": _config(0.01, seeds_seen), "fast": _config(0.05, seeds_seen)}
-    rows, histories = run_many(configs, [0, 1], train_loader=train, val_loader=val, test_loader=test,
-                               epochs=1)
+    rows, histories = run_many(configs, [0, 1], train_loader=train.with_seed, val_loader=val,
+                               test_loader=test, epochs=1)
     assert [(r["name"], r["seed"]) for r in rows] == [("slow", 0), ("slow", 1), ("fast", 0), ("fast", 1)]
     assert all(list(r) == ROW_KEYS for r in rows)
     assert list(histories) == [(r["name"], r["seed"]) for r in rows]
@@ -47,45 +56,58 @@ def test_rows_histories_and_seeding(small_loaders):
         assert r["best_val_acc"] == max(h.val_acc) and r["final_val_acc"] == h.val_acc[-1]
         assert 0.3 < r["test_acc"] <= 1 and r["test_loss"] > 0
     assert histories["fast", 0].step_loss != histories["fast", 1].step_loss
-    assert train.seed == 0  # the loader's own seed is back
+    assert train.seed == 0  # the caller's loader is untouched
 
     seed_everything(1)  # the same run by hand: identical numbers
     config = configs["fast"](1)
-    train.seed = 1
-    try:
-        history = fit(config["model"], config["optimizer"], train, epochs=1, scheduler=config["scheduler"],
-                      val_loader=val)
-    finally:
-        train.seed = 0
+    history = fit(config["model"], config["optimizer"], train.with_seed(1), epochs=1,
+                  scheduler=config["scheduler"], val_loader=val)
     assert history.step_loss == histories["fast", 1].step_loss
     assert evaluate(config["model"], test) == (rows[3]["test_loss"], rows[3]["test_acc"])
 
 
 def test_data_order_varies_with_the_seed_only_if_asked(small_loaders):
-    train, val, test = small_loaders
-    same_init = {"a": _config(0.05, init_seed=0)}  # weights do not depend on the seed
-    kwargs = dict(train_loader=train, val_loader=None, test_loader=test, epochs=1)
-    _, fixed = run_many(same_init, [0, 1], vary_data_order=False, **kwargs)
-    assert fixed["a", 0].step_loss == fixed["a", 1].step_loss
-    rows, varied = run_many(same_init, [0, 1], **kwargs)
+    train, _, test = small_loaders
+    same_init = {"a": _config(0.05, init_seed=0)}  # the weights do not depend on the seed, the order may
+    kwargs = dict(val_loader=None, test_loader=test, epochs=1)
+    _, fixed = run_many(same_init, [0, 1], train_loader=train, **kwargs)
+    assert fixed["a", 0].step_loss == fixed["a", 1].step_loss  # a plain loader: one order for every seed
+    rows, varied = run_many(same_init, [0, 1], train_loader=train.with_seed, **kwargs)
     assert varied["a", 0].step_loss == fixed["a", 0].step_loss  # seed 0 is the loader's own seed
-    assert varied["a", 1].step_loss != fixed["a", 1].step_loss
+    assert varied["a", 1].step_loss != fixed["a", 1].step_loss  # seed 1: its own order
     assert all(math.isnan(r["best_val_acc"]) and math.isnan(r["final_val_acc"]) for r in rows)
+    assert train.seed == 0
 
 
-def test_ctrl_c_keeps_the_finished_runs(small_loaders):
-    train, val, test = small_loaders
+def test_each_seed_gets_its_own_loader_from_a_function(tiny):
+    train, test = tiny
+    asked = []
 
-    def interrupt(logits, y, reduction="mean"):
+    def loader_for(seed):
+        asked.append(seed)
+        return train.with_seed(seed)
+
+    run_many({"a": _config(0.05), "b": _config(0.05)}, [3, 1], train_loader=loader_for, test_loader=test,
+             epochs=1)
+    assert asked == [3, 1, 3, 1] and train.seed == 0
+
+
+def test_ctrl_c_keeps_the_finished_runs(tiny):
+    train, test = tiny
+
+    def interrupt(logits, y):
         raise KeyboardInterrupt
 
     configs = {"a": _config(0.05), "b": _config(0.05, loss_fn=interrupt), "c": _config(0.05)}
-    rows, histories = run_many(configs, [0], train_loader=train, val_loader=val, test_loader=test, epochs=1)
+    rows, histories = run_many(configs, [0], train_loader=train, test_loader=test, epochs=1)
     assert [r["name"] for r in rows] == ["a"] and list(histories) == [("a", 0)]
 
 
-def test_config_keys_are_checked(small_loaders):
-    train, val, test = small_loaders
+FIT_KEYWORDS = "['loss_fn', 'on_epoch_end', 'plateau_metric', 'precision', 'scheduler', 'step_every']"
+
+
+def test_config_keys_are_checked(tiny):
+    train, test = tiny
 
     def bad(seed):
         model = nn.Linear(784, 10)
@@ -93,23 +115,123 @@ def test_config_keys_are_checked(small_loaders):
 
     with pytest.raises(ValueError, match=re.escape(
             "Config 'bad' returned keys ['epochs', 'lr', 'model']; it needs 'model' and 'optimizer' and may "
-            "add 'scheduler', 'step_every', 'plateau_metric', 'loss_fn'. Missing: ['optimizer'], unknown: "
-            "['epochs', 'lr'].")):
-        run_many({"bad": bad}, [0], train_loader=train, val_loader=val, test_loader=test, epochs=1)
+            f"add fit() keywords {FIT_KEYWORDS}. Missing: ['optimizer'], unknown: ['epochs', 'lr'].")):
+        run_many({"bad": bad}, [0], train_loader=train, test_loader=test, epochs=1)
+
+
+@pytest.mark.parametrize("key", ["train_loader", "val_loader", "history", "device", "start_epoch"])
+def test_config_may_not_set_what_run_many_sets_or_fit_lacks(tiny, key):
+    train, test = tiny
+    with pytest.raises(ValueError, match=re.escape(
+            f"may add fit() keywords {FIT_KEYWORDS}. Missing: [], unknown: ['{key}'].")):
+        run_many({"a": _config(0.05, **{key: None})}, [0], train_loader=train, test_loader=test, epochs=1)
 
 
 def test_config_may_pass_fit_options(small_loaders):
     train, val, test = small_loaders
-    calls = []
+    calls, ends = [], []
 
-    def counting(logits, y, reduction="mean"):
+    def counting(logits, y):
         calls.append(1)
-        return F.cross_entropy(logits, y, reduction=reduction)
+        return F.cross_entropy(logits, y)
 
-    configs = {"a": _config(0.05, loss_fn=counting, step_every="step")}
+    configs = {"a": _config(0.05, loss_fn=counting, step_every="step",
+                            on_epoch_end=lambda done, history: ends.append(done))}
     _, histories = run_many(configs, [0], train_loader=train, val_loader=None, test_loader=test, epochs=1)
     assert len(calls) == len(train) + len(test)  # training steps, then the test batches with loss_fn
     assert histories["a", 0].lrs[:3] == pytest.approx([0.05, 0.025, 0.0125])  # StepLR stepped per step
+    assert ends == [1]
+
+
+def test_config_may_choose_the_precision(small_loaders):
+    train, _, test = small_loaders
+    kwargs = dict(train_loader=train, test_loader=test, epochs=1)
+    _, fp32 = run_many({"a": _config(0.05, init_seed=0, precision="fp32")}, [0], **kwargs)
+    _, bf16 = run_many({"a": _config(0.05, init_seed=0, precision="bf16")}, [0], **kwargs)
+    _, default = run_many({"a": _config(0.05, init_seed=0)}, [0], **kwargs)
+    assert default["a", 0].step_loss == fp32["a", 0].step_loss != bf16["a", 0].step_loss
+    assert bf16["a", 0].step_loss == pytest.approx(fp32["a", 0].step_loss, rel=0.05)
+    with pytest.raises(ValueError, match="precision must be 'fp32'"):
+        run_many({"a": _config(0.05, precision="fp16")}, [0], **kwargs)
+
+
+def _sharing(key):
+    """A config whose runs after seed 0 reuse seed 0's `key` object (built once, outside the function)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scheduler = StepLR(optimizer, 1)
+
+    def make(seed):
+        if key == "model":  # the usual slip: the model built in an earlier cell
+            return dict(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05))
+        fresh = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        if seed == 0:
+            return dict(model=model, optimizer=optimizer, scheduler=scheduler)
+        if key == "optimizer":
+            return dict(model=fresh, optimizer=optimizer)
+        return dict(model=fresh, optimizer=torch.optim.SGD(fresh.parameters(), lr=0.05), scheduler=scheduler)
+
+    return make
+
+
+@pytest.mark.parametrize("key", ["model", "optimizer", "scheduler"])
+def test_an_object_shared_by_two_seeds_is_refused(tiny, key):
+    train, test = tiny
+    with pytest.raises(ValueError, match=re.escape(
+            f"Config 'a' returned for seed 1 the same {key} object as 'a' seed 0: the runs would keep "
+            f"training one model, and mean ± std would be wrong. Fix: build the {key} inside the config "
+            "function")):
+        run_many({"a": _sharing(key)}, [0, 1], train_loader=train, test_loader=test, epochs=1)
+
+
+def test_a_model_shared_by_two_configs_is_refused(tiny):
+    train, test = tiny
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    make = lambda seed: dict(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05))
+    with pytest.raises(ValueError, match=re.escape("Config 'b' returned for seed 0 the same model object as "
+                                                   "'a' seed 0")):
+        run_many({"a": make, "b": make}, [0], train_loader=train, test_loader=test, epochs=1)
+
+
+def test_objects_freed_by_finished_runs_are_not_mistaken_for_shared_ones(tiny, monkeypatch):
+    """A finished run's model may be freed and its id() (its address) reused by a new object: that is not
+    sharing. Simulated here by giving every object the same id()."""
+    import lrtools.experiments
+
+    train, test = tiny
+    monkeypatch.setattr(lrtools.experiments, "id", lambda obj: 12345, raising=False)
+    rows, _ = run_many({"a": _config(0.05), "b": _config(0.05)}, range(2), train_loader=train,
+                       test_loader=test, epochs=1)
+    assert len(rows) == 4
+
+
+@pytest.mark.parametrize("seeds, error, message", [
+    ([0, 1, 0], ValueError, "seeds [0, 1, 0] repeat a seed: a repeated run is not a new sample, so the "
+                            "spread would look smaller than it is. Fix: use distinct seeds, e.g. range(3)."),
+    ([], ValueError, "seeds must be a non-empty sequence of ints, got []."),
+    (range(0), ValueError, "seeds must be a non-empty sequence of ints, got []."),
+    ([0.5], ValueError, "seeds must be a non-empty sequence of ints, got [0.5]."),
+    ([0, True], ValueError, "seeds must be a non-empty sequence of ints, got [0, True]."),
+    ("012", TypeError, "seeds must be a sequence of ints such as range(3) or (0, 1, 2), got '012'."),
+    (3, TypeError, "seeds must be a sequence of ints such as range(3) or (0, 1, 2), got 3."),
+])
+def test_bad_seeds_are_refused_before_any_training(tiny, seeds, error, message):
+    train, test = tiny
+    built = []
+    config = _config(0.05)
+    with pytest.raises(error, match=re.escape(message)):
+        run_many({"a": lambda seed: built.append(seed) or config(seed)}, seeds, train_loader=train,
+                 test_loader=test, epochs=1)
+    assert built == []
+
+
+def test_numpy_int_seeds_are_fine(tiny):
+    import numpy as np
+
+    train, test = tiny
+    rows, histories = run_many({"a": _config(0.05)}, [np.int64(2)], train_loader=train, test_loader=test,
+                               epochs=1)
+    assert rows[0]["seed"] == 2 and type(rows[0]["seed"]) is int and list(histories) == [("a", 2)]
 
 
 ROWS = [

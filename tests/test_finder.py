@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import re
 
 import numpy as np
@@ -216,6 +217,44 @@ def test_plot_marks_suggestions_on_a_log_axis():
     assert RangeTestResult([0.1], [1.0], [1.0]).suggestions == dict.fromkeys(result.suggestions)
 
 
+def test_plot_frames_the_smoothed_curve_not_the_explosion():
+    losses = [2.0, 1.5, 1.0, 1.2, 30.0]  # the last point ended the test
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    result = RangeTestResult(lrs=lrs, losses=losses, raw_losses=losses, diverged=True)
+    bottom, top = result.plot().get_ylim()
+    assert top < 30.0  # the explosion runs off the top...
+    assert bottom == pytest.approx(1.0 - 0.1) and top == pytest.approx(2.0 + 0.1)  # ...the rest fills it
+    finished = RangeTestResult(lrs=result.lrs, losses=losses, raw_losses=losses, diverged=False)
+    assert finished.plot().get_ylim()[1] == pytest.approx(30.0 + 0.1 * 29.0)  # no stop: every point shown
+    flat = RangeTestResult(lrs=[1e-3, 1e-2], losses=[1.0, 1.0], raw_losses=[1.0, 1.0])
+    assert flat.plot().get_ylim()[0] < 1.0 < flat.plot().get_ylim()[1]  # a flat curve: matplotlib's range
+
+
+def test_the_range_test_restores_the_global_rng_state(batches):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(784, 10))  # dropout draws random numbers
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seed_all = lambda: (torch.manual_seed(5), random.seed(5), np.random.seed(5))
+    seed_all()
+    expected = torch.rand(4), random.random(), np.random.rand()
+    seed_all()
+    lr_range_test(model, opt, batches, num_steps=6, diverge_factor=math.inf)
+    after = torch.rand(4), random.random(), np.random.rand()
+    assert torch.equal(after[0], expected[0]) and after[1:] == expected[1:]
+
+
+def test_a_linear_sweep_from_zero_is_plotted_and_gets_suggestions(batches):
+    model = _linear()
+    result = lr_range_test(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, start_lr=0.0,
+                           end_lr=0.5, num_steps=6, mode="linear", diverge_factor=math.inf)
+    assert result.lrs[0] == 0.0 and len(result.lrs) == 6  # few points: none is left out of the suggestions
+    s = result.suggestions
+    assert list(s) == ["steepest", "min_div10", "valley"]
+    assert all(isinstance(lr, float) and 0 < lr <= 0.5 for lr in s.values()), s
+    ax = result.plot()
+    assert ax.get_xscale() == "linear" and len(ax.lines) == 2 + 3  # the curves and the three marks
+
+
 # --- suggestions on synthetic curves ----------------------------------------------------------------------
 
 def test_steepest_finds_the_inflection_of_a_tanh_curve():
@@ -291,5 +330,7 @@ def test_model_without_trainable_parameters(batches):
 
 def test_empty_loader():
     model = _linear()
-    with pytest.raises(ValueError, match=re.escape("train_loader yielded no batches.")):
+    with pytest.raises(ValueError, match=re.escape(
+            "train_loader is empty (0 batches), so there is nothing to train on. Fix: check the data set "
+            "size, the batch size, and drop_last.")):
         lr_range_test(model, torch.optim.SGD(model.parameters(), lr=0.1), [])

@@ -1,7 +1,6 @@
 import torch
 
 from lrtools import SmallCNN
-from lrtools.models import ExamplesNet
 
 
 def test_smallcnn_shapes_and_size():
@@ -26,6 +25,3 @@ def test_smallcnn_learns_a_batch():
         opt.step()
     assert loss.item() < 0.2 * first
 
-
-def test_examples_net_shape():
-    assert ExamplesNet()(torch.randn(2, 1, 28, 28)).shape == (2, 10)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim import lr_scheduler as S
 
-from lrtools import get_lr, preview_schedule, scale_lr, set_lr
+from lrtools import current_lrs, preview_schedule, scale_lr, set_lr
 
 # One factory per class in torch.optim.lr_scheduler, with settings that make each change
 # several times within STEPS steps.
@@ -99,7 +99,7 @@ def test_preview_does_not_touch_the_training_scheduler():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = S.StepLR(optimizer, step_size=1, gamma=0.5)
     preview_schedule(lambda o: S.StepLR(o, step_size=1, gamma=0.5), 5)
-    assert scheduler.last_epoch == 0 and get_lr(optimizer) == [0.1]
+    assert scheduler.last_epoch == 0 and current_lrs(optimizer) == [0.1]
 
 
 def test_preview_rejects_a_scheduler_object():
@@ -124,15 +124,15 @@ def _optimizer(groups: int = 2, lr: float = 0.1):
     return torch.optim.SGD([{"params": [p]} for p in params], lr=lr)
 
 
-def test_get_set_scale_lr():
+def test_current_set_scale_lr():
     opt = _optimizer()
-    assert get_lr(opt) == [0.1, 0.1]
+    assert current_lrs(opt) == [0.1, 0.1]
     set_lr(opt, 0.05)
-    assert get_lr(opt) == [0.05, 0.05]
+    assert current_lrs(opt) == [0.05, 0.05]
     set_lr(opt, [0.01, 0.02])
-    assert get_lr(opt) == [0.01, 0.02]
+    assert current_lrs(opt) == [0.01, 0.02]
     scale_lr(opt, 0.5)
-    assert get_lr(opt) == pytest.approx([0.005, 0.01])
+    assert current_lrs(opt) == pytest.approx([0.005, 0.01])
 
 
 def test_set_lr_is_what_the_optimizer_applies():
@@ -150,7 +150,7 @@ def test_set_lr_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=re.escape(f"lr must be a finite number >= 0, got {bad}. "
                                                    "Pass a value such as 0.1 or 1e-3.")):
         set_lr(opt, bad)
-    assert get_lr(opt) == [0.1, 0.1]
+    assert current_lrs(opt) == [0.1, 0.1]
 
 
 def test_set_lr_rejects_wrong_group_count():
@@ -158,9 +158,143 @@ def test_set_lr_rejects_wrong_group_count():
     with pytest.raises(ValueError, match=re.escape("Got 3 learning rates for 2 param groups. Pass one "
                                                    "number for all groups or a list of exactly 2.")):
         set_lr(opt, [0.1, 0.2, 0.3])
-    assert get_lr(opt) == [0.1, 0.1]
+    assert current_lrs(opt) == [0.1, 0.1]
 
 
 def test_scale_lr_rejects_negative_factor():
     with pytest.raises(ValueError, match=re.escape("factor must be a finite number >= 0, got -2.0.")):
         scale_lr(_optimizer(), -2)
+
+
+# --- set_lr / scale_lr refuse what is not a number, and what is not an optimizer -----------------------
+
+NUMBER = "must be a number such as 0.1 or 1e-3, got "
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("15", NUMBER + "str (a string: write the number, e.g. 0.015, not '0.015')."),
+    (torch.tensor(0.1), NUMBER + "Tensor (a tensor: pass float(t))."),
+    (None, NUMBER + "NoneType."),
+    (True, NUMBER + "bool."),
+    (["0.1", "0.2"], NUMBER + "str (a string"),
+])
+def test_set_lr_and_scale_lr_refuse_non_numbers(bad, message):
+    opt = _optimizer()
+    with pytest.raises(TypeError, match=re.escape("lr " + message)):
+        set_lr(opt, bad)
+    if not isinstance(bad, list):
+        with pytest.raises(TypeError, match=re.escape("factor " + message)):
+            scale_lr(opt, bad)
+    assert current_lrs(opt) == [0.1, 0.1]  # "15" did not become 15.0, nor [1.0, 5.0]
+
+
+def test_a_string_is_not_a_list_of_learning_rates():
+    opt = _optimizer(groups=2)
+    with pytest.raises(TypeError, match=re.escape("lr " + NUMBER + "str")):
+        set_lr(opt, "15")  # two groups, two characters: must not become [1.0, 5.0]
+    assert current_lrs(opt) == [0.1, 0.1]
+
+
+@pytest.mark.parametrize("make", [lambda: torch.nn.Linear(2, 2),
+                                  lambda: S.StepLR(_optimizer(), step_size=1)], ids=["model", "scheduler"])
+def test_lr_helpers_refuse_a_model_or_a_scheduler(make):
+    obj = make()
+    name = type(obj).__name__
+    message = (f"Expected a torch.optim optimizer, got {name}. For a scheduler use scheduler.get_last_lr(), "
+               "or pass scheduler.optimizer.")
+    for call in (lambda: current_lrs(obj), lambda: set_lr(obj, 0.1), lambda: scale_lr(obj, 0.5)):
+        with pytest.raises(TypeError, match=re.escape(message)):
+            call()
+
+
+# --- preview_schedule refuses a factory that ignores its argument, and undoes what it did ---------------
+
+def _snapshot(opt):
+    """Everything a scheduler's constructor could change on an optimizer, as plain values."""
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    return groups, [[id(p) for p in g["params"]] for g in opt.param_groups], set(vars(opt)), opt.state_dict()
+
+
+def _real_optimizer():
+    model = torch.nn.Linear(2, 2)
+    return torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias], "lr": 0.3}], lr=0.1,
+                           momentum=0.8)
+
+
+TRAINING_OPTIMIZER = None  # a notebook's module-level optimizer (set by the test)
+IGNORING = {  # name -> factory(optimizer) building the scheduler on `optimizer`, never on its argument
+    "StepLR": lambda optimizer: (lambda opt: S.StepLR(optimizer, step_size=1, gamma=0.1)),
+    "LinearLR": lambda optimizer: (lambda opt: S.LinearLR(optimizer, start_factor=0.1, total_iters=5)),
+    "OneCycleLR": lambda optimizer: (lambda opt: S.OneCycleLR(optimizer, max_lr=1.0, total_steps=10)),
+}
+
+
+@pytest.mark.parametrize("where", ["closure", "module global"])
+@pytest.mark.parametrize("name", sorted(IGNORING))
+def test_preview_refuses_a_factory_that_ignores_its_argument(name, where):
+    global TRAINING_OPTIMIZER
+    TRAINING_OPTIMIZER = _real_optimizer()  # fresh for every case: the end of this test steps it
+    if where == "closure":
+        optimizer = _real_optimizer()
+        factory = IGNORING[name](optimizer)
+    else:
+        optimizer = TRAINING_OPTIMIZER
+        factory = {"StepLR": lambda opt: S.StepLR(TRAINING_OPTIMIZER, step_size=1, gamma=0.1),
+                   "LinearLR": lambda opt: S.LinearLR(TRAINING_OPTIMIZER, start_factor=0.1, total_iters=5),
+                   "OneCycleLR": lambda opt: S.OneCycleLR(TRAINING_OPTIMIZER, max_lr=1.0, total_steps=10),
+                   }[name]
+    before = _snapshot(optimizer)
+    step = optimizer.step
+    with pytest.raises(ValueError, match=re.escape(
+            f"make_scheduler ignored its argument and built {name} on another optimizer (your training "
+            f"one?), which would decay its LR. Fix: use the argument, `lambda opt: {name}(opt, ...)`, not "
+            f"`lambda opt: {name}(optimizer, ...)`.")) as info:
+        preview_schedule(factory, 5)
+    assert "could not be found" not in str(info.value)
+    groups, params, attrs, state = _snapshot(optimizer)
+    assert groups == before[0]  # no initial_lr / max_lr / base_momentum keys; lr and momentum as they were
+    assert [g["lr"] for g in groups] == [0.1, 0.3] and [g["momentum"] for g in groups] == [0.8, 0.8]
+    assert params == before[1] and state == before[3]
+    assert attrs == before[2] and "step" not in vars(optimizer)  # no step() wrapper left behind
+    assert optimizer.step == step and not hasattr(optimizer.step, "_wrapped_by_lr_sched")
+    scheduler = S.StepLR(optimizer, step_size=1, gamma=0.5)  # and it still trains normally
+    optimizer.step()
+    scheduler.step()
+    assert current_lrs(optimizer) == pytest.approx([0.05, 0.15])
+
+
+def test_preview_refuses_an_unreachable_other_optimizer_and_says_so():
+    holder = [_real_optimizer()]  # reachable only through a list: cannot be undone
+    with pytest.raises(ValueError, match=re.escape("That optimizer could not be found to undo the change: "
+                                                   "rebuild it and its scheduler.")):
+        preview_schedule(lambda opt: S.StepLR(holder[0], step_size=1), 3)
+
+
+def _returns_nothing(opt):
+    S.StepLR(opt, step_size=1)  # no `return`
+
+
+@pytest.mark.parametrize("factory, got", [(_returns_nothing, "NoneType"), (lambda opt: opt, "SGD"),
+                                          (lambda opt: [S.StepLR(opt, 1)], "list")])
+def test_preview_refuses_a_factory_that_returns_no_scheduler(factory, got):
+    with pytest.raises(TypeError, match=re.escape(
+            f"make_scheduler must return a torch.optim.lr_scheduler object, got {got}. Fix: `lambda "
+            "optimizer: StepLR(optimizer, ...)` (a lambda returns its expression; a def needs `return`).")):
+        preview_schedule(factory, 3)
+
+
+def test_a_refused_factory_without_return_leaves_the_real_optimizer_as_it_was():
+    optimizer = _real_optimizer()
+    before = _snapshot(optimizer)
+
+    def factory(opt):
+        S.OneCycleLR(optimizer, max_lr=1.0, total_steps=10)  # the wrong optimizer, and no `return`
+
+    with pytest.raises(TypeError, match="got NoneType"):
+        preview_schedule(factory, 3)
+    assert _snapshot(optimizer)[:3] == before[:3] and "step" not in vars(optimizer)
+
+
+def test_preview_refuses_a_non_callable():
+    with pytest.raises(TypeError, match=re.escape("make_scheduler must be callable, got int.")):
+        preview_schedule(3, 5)

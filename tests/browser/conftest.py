@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -123,6 +125,58 @@ def start_lab(root: Path, work: Path) -> tuple[subprocess.Popen, Lab]:
         process = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     return process, Lab(f"http://127.0.0.1:{port}", token, root, log)
+
+
+def make_lab_arguments() -> list[str]:
+    """The arguments `make lab` passes to `jupyter lab` (read from `make -n lab`, which runs nothing)."""
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "lab"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    lines = [line for line in dry.splitlines() if "/bin/jupyter lab" in line]
+    assert len(lines) == 1, f"no single `jupyter lab` line in `make -n lab`:\n{dry}"
+    return shlex.split(lines[0])[2:]
+
+
+def start_first_launch_lab(root: Path, work: Path) -> tuple[subprocess.Popen, Lab]:
+    """JupyterLab as `make lab` starts it, serving ``root`` (a copy of notebooks/), on first launch:
+    empty user settings, workspaces and config folders, so only what the project ships (the
+    venv's settings overrides) changes JupyterLab's defaults."""
+    from lrtools.data import resolve_data_root
+
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "LRTOOLS_QUICK": "1", "TQDM_DISABLE": "1",
+           "LRTOOLS_DATA": str(resolve_data_root().resolve())}
+    for name in ("settings", "workspaces", "runtime", "data", "config"):
+        (work / name).mkdir()
+    env |= {"JUPYTERLAB_SETTINGS_DIR": str(work / "settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
+            "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTER_DATA_DIR": str(work / "data"),
+            "JUPYTER_CONFIG_DIR": str(work / "config")}
+    arguments = [f"--ServerApp.root_dir={root}" if a.startswith("--ServerApp.root_dir=") else a
+                 for a in make_lab_arguments()]
+    command = [sys.executable, "-m", "jupyterlab", *arguments, "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    log = work / "jupyterlab.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return process, Lab(f"http://127.0.0.1:{port}", token, root, log)
+
+
+@pytest.fixture
+def first_launch_lab(tmp_path) -> Lab:
+    """JupyterLab as a learner meets it after `make lab`, serving a copy of notebooks/."""
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    for notebook in (ROOT / "notebooks").glob("*.ipynb"):
+        shutil.copy(notebook, root / notebook.name)
+    process, lab = start_first_launch_lab(root, tmp_path)
+    try:
+        _wait_until_up(lab.url, lab.token, process, lab.log, timeout=120)
+        yield lab
+    finally:
+        _stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Speed benchmark: the usual PyTorch MNIST loop, the same model on lrtools, and the lrtools recipe.
 
-``python -m lrtools.bench`` (``make bench``) trains, in one process and on the device it
-finds, three runs on full MNIST:
+``python -m benchmarks.bench`` (``make bench``) trains, in one process and on the device it
+finds, four runs on full MNIST:
 
 * ``baseline`` -- the loop of the official PyTorch MNIST example: :class:`ExamplesNet`,
   batch 64, ``Adadelta(lr=1.0)``, ``StepLR(step_size=1, gamma=0.7)``, torchvision MNIST
@@ -10,8 +10,9 @@ finds, three runs on full MNIST:
 * ``same_model_fp32`` -- the identical model, optimizer and schedule, fed by
   :func:`lrtools.mnist_loaders` and trained by :func:`lrtools.fit` in exact fp32: the
   speed-up is the data path and the loop alone.
-* ``same_model`` -- the same again with ``fit``'s fast path: bf16 autocast where the device
-  runs bf16 natively (see :func:`lrtools.bf16_supported`) and channels-last weights.
+* ``same_model`` -- the same again on the fast path: channels-last weights (set here, before
+  the optimizer is built) and ``fit(..., precision="bf16")`` where the device runs bf16
+  natively (see :func:`lrtools.bf16_supported`).
 * ``recipe`` -- the fastest way to 99% test accuracy the workbook recommends:
   :class:`SmallCNN`, SGD with Nesterov momentum and ``OneCycleLR``, a larger batch, the fast
   path; on CUDA also the fused optimizer and ``torch.compile`` (eager fallback when
@@ -20,11 +21,16 @@ finds, three runs on full MNIST:
 Every run times training epochs only (synchronised on CUDA); test accuracy is measured
 after each epoch outside the clock, and warm-up/compilation is timed separately. The
 library functions return plain dicts; only :func:`main` prints.
+
+The benchmark uses lrtools' public API only (``fit``, ``evaluate``, ``mnist_loaders``, ...).
+A further run is added in one place: its name in :data:`RUNS` and its function in
+:data:`RUNNERS` (the ``--skip-...`` option follows from the name).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import gc
@@ -43,21 +49,53 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import MNIST_MEAN, MNIST_STD, QUICK_SIZES, ensure_mnist, mnist_loaders, resolve_data_root
-from .models import ExamplesNet, SmallCNN
-from .training import _autocast, _prepare_model, evaluate, fit
-from .utils import bf16_supported, device_name, pick_device, seed_everything
+from lrtools import (
+    SmallCNN,
+    bf16_supported,
+    evaluate,
+    fit,
+    mnist_loaders,
+    pick_device,
+    seed_everything,
+    watch,
+)
+from lrtools.data import MNIST_MEAN, MNIST_STD, QUICK_SIZES, ensure_mnist, resolve_data_root
+from lrtools.utils import device_name
 
-__all__ = ["BenchConfig", "run_benchmark", "time_to_target", "speedup", "compute_ratios",
-           "format_report", "fast_path", "main"]
+__all__ = ["BenchConfig", "ExamplesNet", "run_benchmark", "time_to_target", "speedup", "compute_ratios",
+           "format_report", "fast_path", "prepare_model", "main"]
 
 SCHEMA = "lrtools.bench/1"
+#: The runs, in the order they run and are reported. Add a run here and in :data:`RUNNERS`.
 RUNS = ("baseline", "same_model_fp32", "same_model", "recipe")
 #: The recipe's hyper-parameters (the same on every device, so CPU accuracy checks carry over).
 RECIPE = {"batch_size": 256, "max_lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 4}
 WARMUP_STEPS = 3
-#: ``fit`` options of the exact fp32 same-model run: the data path and the loop alone.
+#: Options of the exact fp32 same-model run (the data path and the loop alone): ``fit``'s
+#: ``precision`` and whether :func:`prepare_model` stores the weights channels-last.
 EXACT_FP32 = {"precision": "fp32", "channels_last": False}
+
+
+class ExamplesNet(nn.Module):
+    """The two-convolution net of the official PyTorch MNIST example.
+
+    conv 32, conv 64, max-pool, dropout 0.25, fc 128, dropout 0.5, fc 10.
+
+    Example:
+        >>> ExamplesNet()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(128, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 @dataclass
@@ -74,6 +112,7 @@ class BenchConfig:
         compile: ``torch.compile`` the recipe on CUDA.
         seed: Seeds model initialisation and shuffling.
         root: MNIST folder (default ``$LRTOOLS_DATA``).
+        watch_overhead: Also measure what ``lrtools.watch`` costs per optimizer step.
 
     Example:
         >>> BenchConfig(quick=True).resolved_epochs("cpu")
@@ -89,6 +128,7 @@ class BenchConfig:
     compile: bool = True
     seed: int = 0
     root: str | None = None
+    watch_overhead: bool = True
 
     def resolved_epochs(self, device_type: str) -> int:
         """Epochs for ``baseline`` and the same-model runs on ``device_type``."""
@@ -268,6 +308,8 @@ def format_report(report: dict) -> str:
                      f"{_fmt_bytes(run['peak_memory_bytes'])} ({run['peak_memory_kind']})")
     lines += [""] + [f"{name}: {run['setup']}" for name, run in runs.items()]
     ratio_lines = _fmt_ratio_lines(report["ratios"], runs, target)
+    if report.get("watch_overhead"):
+        ratio_lines.append(_fmt_watch_overhead(report["watch_overhead"]))
     return "\n".join(lines + ([""] + ratio_lines if ratio_lines else []))
 
 
@@ -334,7 +376,14 @@ def peak_memory(device: torch.device) -> tuple[int | None, str]:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "peak RSS since start"
 
 
-# ---------------------------------------------------------------- the three runs
+# ---------------------------------------------------------------- the runs
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """``torch.autocast`` to ``amp_dtype`` on ``device`` (what ``fit(precision="bf16")`` does), or nothing."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
 
 def _warm_up(forward: Callable, model: nn.Module, batch_sizes: list[int], device: torch.device,
              amp_dtype: torch.dtype | None = None, steps: int = WARMUP_STEPS) -> float:
@@ -367,7 +416,7 @@ def _timed_epochs(train_one_epoch: Callable[[], None], eval_model: nn.Module, te
         train_one_epoch()
         _sync(device)
         seconds = time.perf_counter() - start
-        _, acc = evaluate(eval_model, test_loader, device=device)
+        _, acc = evaluate(eval_model, test_loader)  # the model is on the device already
         rows.append({"epoch": epoch, "seconds": seconds, "images_per_s": images / seconds, "test_acc": acc})
         if on_epoch is not None:
             on_epoch(rows[-1])
@@ -431,13 +480,29 @@ def _run_baseline(cfg: BenchConfig, device: torch.device, root: Path, epochs: in
 
 
 def fast_path(device: torch.device) -> dict:
-    """``fit`` options of the workbook's fast path on ``device``: native bf16 and channels-last.
+    """Options of the workbook's fast path on ``device``: bf16 where it is native, channels-last.
 
     Example:
         >>> fast_path(torch.device("cpu"))["channels_last"]
         True
     """
     return {"precision": "bf16" if bf16_supported(device) else "fp32", "channels_last": True}
+
+
+def prepare_model(model: nn.Module, device: torch.device, options: dict) -> torch.dtype | None:
+    """Move ``model`` to ``device`` (channels-last if ``options`` says so); its autocast dtype or None.
+
+    Call it before building the optimizer; ``fit`` then gets ``precision=options["precision"]``.
+
+    Example:
+        >>> prepare_model(ExamplesNet(), torch.device("cpu"), EXACT_FP32) is None
+        True
+    """
+    if options["channels_last"]:
+        model.to(device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
+    return torch.bfloat16 if options["precision"] == "bf16" else None
 
 
 def _describe_fit_options(options: dict) -> str:
@@ -450,13 +515,14 @@ def _run_same_model(cfg: BenchConfig, device: torch.device, root: Path, epochs: 
     train_loader, _, test_loader = mnist_loaders(64, root=root, val_size=0, device=device, quick=cfg.quick,
                                                  seed=cfg.seed, download=False)
     model = ExamplesNet()
-    amp_dtype = _prepare_model(model, device, **options)  # the device, layout and dtype fit will use
+    amp_dtype = prepare_model(model, device, options)  # the device, layout and dtype fit will use
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     warmup = _warm_up(model, model, [64], device, amp_dtype)
 
     def one_epoch() -> None:
-        fit(model, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="epoch", **options)
+        fit(model, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="epoch",
+            precision=options["precision"])
 
     rows = _timed_epochs(one_epoch, model, test_loader, epochs=epochs,
                          images=train_loader.num_samples, device=device, on_epoch=on_epoch)
@@ -479,7 +545,7 @@ def _recipe_optimizer(params: list, device: torch.device) -> tuple[torch.optim.O
 def _recipe_model(device: torch.device, use_compile: bool, batch_sizes: list[int], options: dict):
     """(eager model, the module to train, warm-up seconds, notes) for the recipe."""
     model = SmallCNN()
-    amp = _prepare_model(model, device, **options)
+    amp = prepare_model(model, device, options)
     if device.type != "cuda" or not use_compile:
         return model, model, _warm_up(model, model, batch_sizes, device, amp), []
     try:
@@ -509,7 +575,7 @@ def _run_recipe(cfg: BenchConfig, device: torch.device, root: Path,
 
         def one_epoch() -> None:
             fit(train_module, optimizer, train_loader, epochs=1, scheduler=scheduler, step_every="step",
-                **options)
+                precision=options["precision"])
 
         rows = _timed_epochs(one_epoch, model, test_loader, epochs=epochs, images=n, device=device,
                              stop_at=cfg.target, on_epoch=on_epoch)
@@ -530,6 +596,93 @@ def _run_dict(model: str, batch_size: int, images: int, warmup: float, rows: lis
 
 # ---------------------------------------------------------------- driver
 
+# ---------------------------------------------------------------- lrtools.watch overhead
+
+def _timed_steps(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds per call of ``step``, over ``steps`` calls."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def _monitor_cost(repeats: int, steps: int) -> float:
+    """Seconds ``watch`` adds to one ``optimizer.step()``, on a one-element parameter (so that
+    nothing but the hooks and the scheduler wrapper differs), median of ``repeats`` pairs."""
+    param = torch.zeros(1, requires_grad=True)
+    param.grad = torch.zeros(1)
+    optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=2 * repeats * steps + 2)
+
+    def step() -> None:
+        optimizer.step()
+        scheduler.step()
+
+    costs = []
+    for _ in range(repeats):
+        plain = _timed_steps(step, steps, torch.device("cpu"))
+        with watch(optimizer, scheduler, warn=False):
+            watched = _timed_steps(step, steps, torch.device("cpu"))
+        costs.append(watched - plain)
+    return max(statistics.median(costs), 0.0)
+
+
+def measure_watch_overhead(device: torch.device, *, batch_size: int = 128, steps: int = 30,
+                           repeats: int = 5) -> dict:
+    """What ``lrtools.watch`` costs per optimizer step, absolute and as a share of a SmallCNN step.
+
+    The monitor's cost does not depend on the model, so it is measured on a one-element
+    parameter (many steps, little noise) and compared with the median time of a full
+    SmallCNN training step (forward, backward, SGD, OneCycleLR) at ``batch_size``.
+
+    Example:
+        >>> measure_watch_overhead(torch.device("cpu"), steps=3, repeats=1)["share"] >= 0  # doctest: +SKIP
+        True
+    """
+    torch.manual_seed(0)
+    model = SmallCNN().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.05, total_steps=(repeats + 1) * steps + 1)
+    x = torch.randn(batch_size, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    _timed_steps(step, steps, device)  # warm-up
+    step_s = statistics.median(_timed_steps(step, steps, device) for _ in range(repeats))
+    monitor_s = _monitor_cost(repeats, 2000)
+    return {"batch_size": batch_size, "smallcnn_step_s": step_s, "monitor_s_per_step": monitor_s,
+            "share": monitor_s / step_s}
+
+
+def _fmt_watch_overhead(w: dict) -> str:
+    return (f"lrtools.watch overhead: {w['monitor_s_per_step'] * 1e6:.1f} us per optimizer step = "
+            f"{w['share']:.3%} of a SmallCNN step ({w['smallcnn_step_s'] * 1e3:.1f} ms at batch "
+            f"{w['batch_size']})")
+
+
+Runner = Callable[[BenchConfig, torch.device, Path, Callable[[dict], None]], dict]
+
+#: One function per name in :data:`RUNS`: ``(cfg, device, root, on_epoch) -> run dict`` (see
+#: :func:`_run_dict`). Extra runs -- e.g. a "watch overhead" figure -- go here; a ratio they
+#: report goes in :func:`compute_ratios` and :func:`_fmt_ratio_lines`.
+RUNNERS: dict[str, Runner] = {
+    "baseline": lambda cfg, device, root, on_epoch: _run_baseline(
+        cfg, device, root, cfg.resolved_epochs(device.type), on_epoch),
+    "same_model_fp32": lambda cfg, device, root, on_epoch: _run_same_model(
+        cfg, device, root, cfg.resolved_epochs(device.type), on_epoch, EXACT_FP32),
+    "same_model": lambda cfg, device, root, on_epoch: _run_same_model(
+        cfg, device, root, cfg.resolved_epochs(device.type), on_epoch, fast_path(device)),
+    "recipe": lambda cfg, device, root, on_epoch: _run_recipe(cfg, device, root, on_epoch, fast_path(device)),
+}
+
 def _one_run(name: str, cfg: BenchConfig, device: torch.device, root: Path,
              progress: Callable[[str], None] | None) -> dict:
     """Run ``name`` with a fresh seed and its own peak-memory window."""
@@ -543,15 +696,7 @@ def _one_run(name: str, cfg: BenchConfig, device: torch.device, root: Path,
     if device.type == "cuda":
         torch.cuda.empty_cache()
     _reset_peak_memory(device)
-    epochs = cfg.resolved_epochs(device.type)
-    if name == "baseline":
-        run = _run_baseline(cfg, device, root, epochs, on_epoch)
-    elif name == "same_model_fp32":
-        run = _run_same_model(cfg, device, root, epochs, on_epoch, EXACT_FP32)
-    elif name == "same_model":
-        run = _run_same_model(cfg, device, root, epochs, on_epoch, fast_path(device))
-    else:
-        run = _run_recipe(cfg, device, root, on_epoch, fast_path(device))
+    run = RUNNERS[name](cfg, device, root, on_epoch)
     run["peak_memory_bytes"], run["peak_memory_kind"] = peak_memory(device)
     return summarize_run(run, cfg.target)
 
@@ -583,7 +728,9 @@ def run_benchmark(cfg: BenchConfig, *, progress: Callable[[str], None] | None = 
             progress(f"running {name} on {device.type} ...")
         runs[name] = _one_run(name, cfg, device, root, progress)
     first = next(iter(runs.values()))
-    return {"schema": SCHEMA, "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    overhead = measure_watch_overhead(device) if cfg.watch_overhead else None
+    return {"watch_overhead": overhead, "schema": SCHEMA,
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "environment": device_info(device), "config": {**asdict(cfg), "runs": list(cfg.runs)},
             "target_acc": cfg.target, "recipe": dict(RECIPE),
             "data": {"train_images": first["train_images"],
@@ -592,7 +739,7 @@ def run_benchmark(cfg: BenchConfig, *, progress: Callable[[str], None] | None = 
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lrtools.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="CPU smoke run: 4,096-image subset, one epoch each (well under a minute)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available; cpu with --quick)")
@@ -600,10 +747,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="epochs of baseline and the same-model runs (default 3 on CPU, 5 else)")
     p.add_argument("--recipe-epochs", type=int, help=f"recipe schedule length (default {RECIPE['epochs']})")
     p.add_argument("--target", type=float, default=0.99, help="test accuracy to time (default 0.99)")
-    p.add_argument("--skip-baseline", action="store_true", help="leave out the baseline run")
-    p.add_argument("--skip-same-model-fp32", action="store_true", help="leave out the same_model_fp32 run")
-    p.add_argument("--skip-same-model", action="store_true", help="leave out the same_model run")
-    p.add_argument("--skip-recipe", action="store_true", help="leave out the recipe run")
+    for name in RUNS:  # --skip-baseline, --skip-same-model-fp32, ...
+        p.add_argument(f"--skip-{name.replace('_', '-')}", action="store_true", dest=f"skip_{name}",
+                       help=f"leave out the {name} run")
+    p.add_argument("--skip-watch-overhead", action="store_true",
+                   help="leave out the lrtools.watch overhead measurement")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile for the recipe on CUDA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="build/bench.json", help="JSON file for the figures")
@@ -613,13 +761,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: run, print the table, write the JSON file."""
     args = _parse_args(argv)
-    skip = {"baseline": args.skip_baseline, "same_model_fp32": args.skip_same_model_fp32,
-            "same_model": args.skip_same_model, "recipe": args.skip_recipe}
     cfg = BenchConfig(device=args.device, quick=args.quick,
                       epochs=args.epochs, recipe_epochs=args.recipe_epochs, target=args.target,
-                      runs=tuple(r for r in RUNS if not skip[r]), compile=not args.no_compile, seed=args.seed)
+                      runs=tuple(r for r in RUNS if not getattr(args, f"skip_{r}")),
+                      compile=not args.no_compile, seed=args.seed,
+                      watch_overhead=not args.skip_watch_overhead)
     report = run_benchmark(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    report["command"] = " ".join(["python -m lrtools.bench"] + [shlex.quote(a) for a in
+    report["command"] = " ".join(["python -m benchmarks.bench"] + [shlex.quote(a) for a in
                                                                 (argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
