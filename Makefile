@@ -64,16 +64,16 @@ TORCH_MAKE = $(MAKE) --no-print-directory VENV=$(TORCH_VENV) \
 	PIP_EXTRA="torch==$(TORCH) torchvision==$(TORCHVISION)"
 test-torch:
 	@test -n "$(TORCH)" -a -n "$(TORCHVISION)" || { echo "usage: make test-torch TORCH=2.9.1 TORCHVISION=0.24.1"; exit 2; }
-	$(TORCH_MAKE) install
+	+$(TORCH_MAKE) install
 	$(TORCH_VENV)/bin/python -c "import torch, torchvision as tv; v = [m.__version__.split('+')[0] for m in (torch, tv)]; \
 		print('torch', *v); assert v == ['$(TORCH)', '$(TORCHVISION)'], v"
-	$(TORCH_MAKE) test
+	+$(TORCH_MAKE) test
 
 notebooks: data
 	LRTOOLS_QUICK=0 TQDM_DISABLE=1 $(PY) .ci/execute_notebooks.py notebooks/*.ipynb
 
 lint: $(STAMP)
-	$(PY) -m ruff check lrtools tests notebooks .ci
+	$(PY) -m ruff check lrtools tests notebooks .ci benchmarks tools book
 
 test-browser: data $(LAB_OVERRIDES)
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)

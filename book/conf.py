@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 
 from tools import notebook_header  # noqa: E402  (the repository address and branch)
 
-
 #: What the book shows from the repository, copied into book/ (git-ignored) at every build:
 #: {folder in book/: (repository folder, file pattern)}. RESULTS.md is copied because the
 #: README, the landing page, links to it.

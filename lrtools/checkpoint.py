@@ -50,19 +50,6 @@ def _check_extra(extra: dict[str, Any]) -> None:
                         "a Path, and pass a History as history=, not as an extra.")
 
 
-def _scheduler_state(scheduler: Any) -> dict[str, Any]:
-    """``scheduler.state_dict()`` without a ``step`` wrapper set on the instance.
-
-    A scheduler's state dict is its ``__dict__``; inside :func:`lrtools.fit` (or
-    :func:`lrtools.watch`) that holds the wrapper around ``step``, a local function that
-    cannot be saved (nor should be restored over the method).
-    """
-    state = scheduler.state_dict()
-    if callable(state.get("step")):
-        state = {k: v for k, v in state.items() if k != "step"}
-    return state
-
-
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any = None, history: History | None = None, scaler: Any = None,
                     **extra: Any) -> Path:
@@ -99,7 +86,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
     checkpoint = {
         "lrtools_checkpoint": FORMAT, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "optimizer_class": type(optimizer).__name__,
-        "scheduler": _scheduler_state(scheduler) if scheduler is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scheduler_class": type(scheduler).__name__ if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "scaler_class": type(scaler).__name__ if scaler is not None else None,

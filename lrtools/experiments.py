@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .history import History
 from .training import evaluate, fit
-from .utils import seed_everything
+from .utils import progress_bar, seed_everything
 
 __all__ = ["run_many", "summarize", "format_table"]
 
@@ -137,17 +136,20 @@ def run_many(configs: Mapping[str, Callable[[int], Mapping[str, Any]]], seeds: S
     rows: list[dict[str, Any]] = []
     histories: dict[tuple[str, int], History] = {}
     used: dict[int, tuple[Callable, str]] = {}
-    for name, seed in tqdm([(n, s) for n in configs for s in seeds], unit="run", leave=False):
-        seed_everything(seed)
-        config = configs[name](seed)
-        kwargs = _fit_kwargs(name, config)
-        _check_fresh(name, seed, config, used)
-        loader = train_loader(seed) if callable(train_loader) else train_loader
-        row, history = _one_run(name, config, kwargs, seed, loader, val_loader, test_loader, epochs)
-        if row is None:  # Ctrl-C
-            break
-        rows.append(row)
-        histories[name, seed] = history
+    runs = [(n, s) for n in configs for s in seeds]
+    with progress_bar(len(runs), "run") as bar:
+        for name, seed in runs:
+            seed_everything(seed)
+            config = configs[name](seed)
+            kwargs = _fit_kwargs(name, config)
+            _check_fresh(name, seed, config, used)
+            loader = train_loader(seed) if callable(train_loader) else train_loader
+            row, history = _one_run(name, config, kwargs, seed, loader, val_loader, test_loader, epochs)
+            if row is None:  # Ctrl-C
+                break
+            rows.append(row)
+            histories[name, seed] = history
+            bar.update()
     return rows, histories
 
 

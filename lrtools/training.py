@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from tqdm.auto import tqdm
 
 from .checks import (
     check_batch,
@@ -31,6 +30,7 @@ from .checks import (
 )
 from .distributed import mean_across_ranks
 from .history import History
+from .utils import progress_bar
 from .watch import LRLog, watch
 
 __all__ = ["DivergenceError", "fit", "evaluate", "train_step", "resolve_device", "autocast", "PRECISIONS"]
@@ -107,8 +107,9 @@ def evaluate(model: nn.Module, loader: Iterable, *,
     Example:
         >>> from lrtools import TensorLoader
         >>> loader = TensorLoader(torch.zeros(3, 4), torch.tensor([0, 1, 1]), batch_size=2)
-        >>> evaluate(nn.Linear(4, 2), loader)[1]  # doctest: +ELLIPSIS
-        0.333...
+        >>> model = nn.Linear(4, 2); _ = nn.init.zeros_(model.bias)  # every logit 0: class 0 predicted
+        >>> evaluate(model, loader)  # doctest: +ELLIPSIS
+        (0.693..., 0.333...)
     """
     check_not_empty(loader, "the evaluation loader")
     device = resolve_device(model, loader)
@@ -316,7 +317,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterab
 
 def _loop(run: _Run, epochs: int, on_epoch_end) -> History:
     history = run.history
-    bar = tqdm(total=epochs * history.steps_per_epoch - history.steps, unit="step", leave=False)
+    bar = progress_bar(epochs * history.steps_per_epoch - history.steps, "step")
     try:
         with watch(run.optimizer, run.scheduler, warn=False) as log:
             for epoch in range(history.epochs, epochs):

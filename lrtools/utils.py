@@ -192,3 +192,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _as_tuples(value: Any) -> Any:
     """``random.setstate`` wants tuples; a loaded checkpoint may hold lists."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def progress_bar(total: int, unit: str) -> Any:
+    """A ``tqdm.auto`` progress bar that ``TQDM_DISABLE=1`` silences, in Jupyter too.
+
+    Plain tqdm reads ``TQDM_DISABLE`` itself, but the notebook bar that ``tqdm.auto``
+    picks inside Jupyter does not (it turns a missing ``disable`` into False), so it is
+    passed explicitly here.
+
+    Example:
+        >>> bar = progress_bar(3, "step"); bar.close()
+    """
+    from tqdm.auto import tqdm
+
+    off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in FALSE_WORDS
+    return tqdm(total=total, unit=unit, leave=False, disable=off)

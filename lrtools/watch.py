@@ -189,27 +189,27 @@ class _Monitor:
                             "Fix: total_steps = the number of optimizer.step() calls of the whole run.")
 
 
-def _wrap_step(obj: Any, before, after) -> Any:
-    """Replace ``obj.step`` on the instance; returns what to restore."""
-    missing = object()
-    saved = obj.__dict__.get("step", missing)
-    original = obj.step
+def _wrap_step(obj: Any, before, after) -> type:
+    """Give ``obj`` a same-named subclass whose ``step`` calls ``before`` and ``after``.
 
-    def step(*args: Any, **kwargs: Any) -> Any:
+    Nothing is set on the instance, so ``obj.state_dict()`` (a scheduler's ``__dict__``)
+    stays saveable; returns the original class, for :func:`_unwrap_step`.
+    """
+    cls = type(obj)
+
+    def step(self: Any, *args: Any, **kwargs: Any) -> Any:
         before()
-        result = original(*args, **kwargs)
+        result = cls.step(self, *args, **kwargs)
         after()
         return result
 
-    obj.step = step
-    return saved if saved is not missing else None
+    obj.__class__ = type(cls.__name__, (cls,), {"step": step, "__module__": cls.__module__,
+                                                  "__qualname__": cls.__qualname__})
+    return cls
 
 
-def _unwrap_step(obj: Any, saved: Any) -> None:
-    if saved is None:
-        del obj.step
-    else:
-        obj.step = saved
+def _unwrap_step(obj: Any, cls: type) -> None:
+    obj.__class__ = cls
 
 
 @contextlib.contextmanager
@@ -246,5 +246,5 @@ def watch(optimizer: torch.optim.Optimizer, scheduler: Any = None, scaler: Any =
     finally:
         for handle in handles:
             handle.remove()
-        for obj, saved in wrapped:
-            _unwrap_step(obj, saved)
+        for obj, cls in wrapped:
+            _unwrap_step(obj, cls)

@@ -305,7 +305,10 @@ def test_cli_quick_recipe_writes_the_json_report(mnist_root, tmp_path, monkeypat
     assert report["command"] == ("python -m benchmarks.bench --quick --skip-baseline --skip-same-model-fp32 "
                                  f"--skip-same-model --out {out}")
     assert set(report) == {"schema", "created", "command", "environment", "config", "target_acc", "recipe",
-                           "data", "runs", "ratios"}
+                           "data", "runs", "ratios", "watch_overhead"}
+    overhead = report["watch_overhead"]
+    assert overhead["share"] == pytest.approx(overhead["monitor_s_per_step"] / overhead["smallcnn_step_s"])
+    assert overhead["batch_size"] == 128 and overhead["smallcnn_step_s"] > 0
     assert report["environment"]["device"] == "cpu" and report["environment"]["torch"] == torch.__version__
     assert report["data"] == {"train_images": 4096, "test_images": 2048}
     assert list(report["runs"]) == ["recipe"]
@@ -318,8 +321,34 @@ def test_cli_quick_recipe_writes_the_json_report(mnist_root, tmp_path, monkeypat
     assert recipe["peak_memory_bytes"] > 0
     captured = capsys.readouterr()
     assert "not reached within 1 epoch" in captured.out and f"figures written to {out}" in captured.out
+    assert (f"lrtools.watch overhead: {overhead['monitor_s_per_step'] * 1e6:.1f} us per optimizer step = "
+            f"{overhead['share']:.3%} of a SmallCNN step") in captured.out
     # the printed table shows the very figures of the JSON file
     assert f"recipe      {recipe['warmup_s']:>9.2f}  not reached within 1 epoch " in captured.out
     assert (f"recipe      SmallCNN       256     1 {recipe['epochs'][0]['seconds']:>8.2f} "
             f"{recipe['epochs'][0]['images_per_s']:>10,.0f}") in captured.out
     assert captured.err.startswith("running recipe on cpu ...\n  recipe epoch 1: ")
+
+
+def test_watch_overhead_is_the_monitor_cost_over_a_smallcnn_step(monkeypatch):
+    monkeypatch.setattr(bench, "_monitor_cost", lambda repeats, steps: 0.002)
+    times = iter([1.0, 0.010, 0.012, 0.011])  # warm-up, then three repeats: median 0.011
+    monkeypatch.setattr(bench, "_timed_steps", lambda step, steps, device: next(times))
+    result = bench.measure_watch_overhead(torch.device("cpu"), steps=2, repeats=3)
+    assert result == {"batch_size": 128, "smallcnn_step_s": 0.011, "monitor_s_per_step": 0.002,
+                      "share": pytest.approx(0.002 / 0.011)}
+    assert bench._fmt_watch_overhead(result) == ("lrtools.watch overhead: 2000.0 us per optimizer step = "
+                                                 "18.182% of a SmallCNN step (11.0 ms at batch 128)")
+
+
+def test_the_monitor_cost_is_measured_with_and_without_watch(monkeypatch):
+    calls = []
+    real = bench._timed_steps
+
+    def spy(step, steps, device):
+        calls.append(steps)
+        return real(step, 5, device)
+
+    monkeypatch.setattr(bench, "_timed_steps", spy)
+    assert bench._monitor_cost(repeats=2, steps=7) >= 0
+    assert calls == [7, 7, 7, 7]  # plain and watched, twice

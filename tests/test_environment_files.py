@@ -120,7 +120,8 @@ def _shim(tmp_path: Path, rc: int) -> dict[str, str]:
     shim.write_text(f'#!/bin/bash\n{{ printf "%q " "$@"; echo; }} >> "{tmp_path}/calls.log"\nexit {rc}\n')
     shim.chmod(0o755)
     # NB_PYTHON_PREFIX: repo2docker's environment, where postBuild installs JupyterLab's overrides.
-    return {**os.environ, "PATH": f"{shim.parent}:/usr/bin:/bin", "NB_PYTHON_PREFIX": str(tmp_path / "prefix")}
+    return {**os.environ, "PATH": f"{shim.parent}:/usr/bin:/bin",
+            "NB_PYTHON_PREFIX": str(tmp_path / "prefix")}
 
 
 def test_postbuild_installs_lrtools_then_fetches_mnist(tmp_path):

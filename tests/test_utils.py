@@ -182,3 +182,18 @@ def test_bf16_probe_that_fails_means_no(probes, error):
 def test_bf16_elsewhere_is_no(probes):
     probes(cuda=True, native=True, cpu=True)
     assert bf16_supported("mps") is False and bf16_supported("meta") is False
+
+
+# --- progress_bar: TQDM_DISABLE silences the notebook bar too -------------------------------------------
+
+@pytest.mark.parametrize(("value", "disabled"), [("1", True), ("true", True), ("0", False), ("", False)])
+def test_progress_bar_honours_tqdm_disable_in_jupyter(monkeypatch, value, disabled):
+    import tqdm.auto
+    import tqdm.notebook
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.notebook.tqdm)  # what tqdm.auto picks inside Jupyter
+    monkeypatch.setenv("TQDM_DISABLE", value)
+    assert tqdm.notebook.tqdm(total=1).disable is False  # the notebook bar ignores the variable...
+    bar = lrtools.utils.progress_bar(3, "step")
+    assert bar.disable is disabled  # ...so progress_bar passes it explicitly
+    bar.close()

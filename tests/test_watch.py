@@ -258,7 +258,18 @@ def test_the_objects_are_left_as_they_were_and_a_second_watch_records_the_same()
         assert dict(optimizer._optimizer_step_pre_hooks) == pre
         assert dict(optimizer._optimizer_step_post_hooks) == post
         assert scheduler.__dict__.get("step", "absent") == step_before
+        assert type(scheduler) is S.StepLR
     assert logs[0].lrs == logs[1].lrs and logs[0].findings == logs[1].findings == []
+
+
+def test_a_watched_scheduler_can_be_saved(tmp_path):
+    model, optimizer, scheduler = _watched()
+    with watch(optimizer, scheduler) as log:
+        _update(model, optimizer)
+        scheduler.step()
+        assert type(scheduler).__name__ == "StepLR" and isinstance(scheduler, S.StepLR)
+        torch.save(scheduler.state_dict(), tmp_path / "sched.pt")
+    assert torch.load(tmp_path / "sched.pt", weights_only=True)["last_epoch"] == 1 and log.steps == 1
 
 
 def test_hooks_are_removed_after_an_error():

@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import copy
 import difflib
 import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +49,15 @@ DEVICE_LINE = re.compile(r"^\s*device:\s*([a-z]+)", re.MULTILINE)
 
 def default_notebooks() -> list[Path]:
     """notebooks/00_*, 01_*, 07_* and 08_* (those that exist), in that order."""
-    return [path for prefix in NOTEBOOK_PREFIXES for path in sorted((ROOT / "notebooks").glob(f"{prefix}_*.ipynb"))]
+    folder = ROOT / "notebooks"
+    return [path for prefix in NOTEBOOK_PREFIXES for path in sorted(folder.glob(f"{prefix}_*.ipynb"))]
 
 
 def sanitizers(path: Path = SANITIZE) -> list[tuple[re.Pattern, str]]:
     """The (regex, replacement) pairs of an nbval sanitize file, in file order."""
     parser = configparser.RawConfigParser()
     parser.read(path, encoding="utf-8")
-    return [(re.compile(parser[section]["regex"]), parser[section]["replace"]) for section in parser.sections()]
+    return [(re.compile(parser[name]["regex"]), parser[name]["replace"]) for name in parser.sections()]
 
 
 def sanitize(text: str, rules: list[tuple[re.Pattern, str]]) -> str:
@@ -106,8 +110,6 @@ def compare_lr_tables(stored, fresh, rules) -> dict:
 
 def run_notebook(path: Path, rules, timeout: int) -> dict:
     """Execute a copy of the notebook in memory and compare its LR tables with the stored ones."""
-    import copy
-
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -153,15 +155,15 @@ def device_info(device: str) -> dict:
     return info
 
 
-def bench_command(device: str, quick: bool, out: Path) -> list[str]:
+def bench_command(device: str, quick: bool, out: Path, extra: Sequence[str] = ()) -> list[str]:
     sizes = ["--quick"] if quick else ["--epochs", "1", "--recipe-epochs", "2"]
-    return [sys.executable, "-m", "benchmarks.bench", "--device", device, *sizes, "--out", str(out)]
+    return [sys.executable, "-m", "benchmarks.bench", "--device", device, *sizes, *extra, "--out", str(out)]
 
 
-def run_bench(device: str, quick: bool, timeout: int) -> dict:
+def run_bench(device: str, quick: bool, timeout: int, extra: Sequence[str] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        command = bench_command(device, quick, out)
+        command = bench_command(device, quick, out, extra)
         start = time.perf_counter()
         try:
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -184,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the benchmark's --quick smoke run")
     parser.add_argument("--notebooks", nargs="*", type=Path, help="default: notebooks 00, 01, 07 (and 08)")
     parser.add_argument("--skip-bench", action="store_true", help="notebooks only")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per notebook cell and for the bench")
+    parser.add_argument("--bench-args", default="", help='more benchmark options, e.g. "--skip-baseline"')
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell, and for the bench")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "gpu-check.json")
     args = parser.parse_args(argv)
 
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"environment": device_info(args.device), "quick": args.quick, "bench": None, "notebooks": []}
     if not args.skip_bench:
         print(f"bench on {args.device} ...", flush=True)
-        report["bench"] = run_bench(args.device, args.quick, args.timeout)
+        report["bench"] = run_bench(args.device, args.quick, args.timeout, shlex.split(args.bench_args))
         print(f"bench: {report['bench']['status']} in {report['bench']['seconds']} s", flush=True)
     rules = sanitizers()
     for path in args.notebooks or default_notebooks():
@@ -225,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     report["status"] = "ok" if ok else "failed"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"gpu check {report['status']} in {report['seconds']} s on {report['environment']['card'] or 'cpu'}; "
-          f"report in {args.out}")
+    where = report["environment"]["card"] or "the CPU"
+    print(f"gpu check {report['status']} in {report['seconds']} s on {where}; report in {args.out}")
     return 0 if ok else 1
 
 

@@ -127,9 +127,11 @@ def test_landing_page_is_the_readme_with_every_notebook_in_the_toc(book_page, si
     page.goto(f"{site}/index.html")
     page.screenshot(path=str(SHOTS["index"]))
     assert page.locator("h1").first.inner_text().strip().startswith("lr-workbook")
-    assert page.get_by_text("How to adjust the learning rate while training a PyTorch model").first.is_visible()
+    tagline = "How to adjust the learning rate while training a PyTorch model"
+    assert page.get_by_text(tagline).first.is_visible()
     toc = page.locator("nav.bd-links a.reference.internal")
-    hrefs = [href.split("#")[0] for href in toc.evaluate_all("links => links.map(a => a.getAttribute('href'))")]
+    links = toc.evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    hrefs = [href.split("#")[0] for href in links]
     assert [h for h in hrefs if h.startswith("notebooks/")] == [f"notebooks/{p.stem}.html" for p in NOTEBOOKS]
     assert "modules.html" in hrefs
 
