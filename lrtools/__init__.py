@@ -8,7 +8,7 @@ Example:
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TensorLoader, mnist_loaders
-from .distributed import mean_across_ranks
+from .distributed import ScaledLR, ShardedLoader, mean_across_ranks, scale_lr_for_batch, shard_loader
 from .experiments import format_table, run_many, summarize
 from .finder import RangeTestResult, lr_range_test, suggest_min_div10, suggest_steepest, suggest_valley
 from .history import History
@@ -31,6 +31,6 @@ __all__ = [
     "lr_range_test", "RangeTestResult", "suggest_steepest", "suggest_min_div10", "suggest_valley",
     "save_checkpoint", "load_checkpoint",
     "run_many", "summarize", "format_table",
-    "mean_across_ranks",
+    "mean_across_ranks", "shard_loader", "ShardedLoader", "scale_lr_for_batch", "ScaledLR",
     "seed_everything", "pick_device", "describe_environment", "quick_mode", "bf16_supported",
 ]

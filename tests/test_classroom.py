@@ -2,6 +2,15 @@
 output folder on top of the source never leak or overwrite a solution; on the real notebooks,
 no solution survives, every exercise raises NotImplementedError, and a wrong answer fails its check.
 
+Every exercise also declares, in its solution cell's metadata, the answers a learner could
+plausibly give: ``cell.metadata["lrworkbook"]["answers"]`` is a list of
+``{"kind": "wrong" | "hard-coded", "why": "...", "solution": "..."}``. ``solution`` replaces the
+lines between the cell's (first) ``### BEGIN SOLUTION`` and ``### END SOLUTION``, indented like the
+BEGIN line. Each must fail the exercise's check with an AssertionError: a ``"wrong"`` one is the
+notebook's core mistake (the off-by-one, the wrong call order, ...), a ``"hard-coded"`` one returns
+the visible example's answer whatever the input, which every exercise that asks for a function
+must reject.
+
 The real-notebook tests run only the cells an exercise needs (a backward slice over the
 names the cells read and write) in one quick-mode kernel per notebook. That the instructor
 notebooks pass all their checks end to end is covered by nbval in `make test`.
@@ -432,12 +441,36 @@ def test_exercise_stub_raises_and_wrong_answer_fails_check(path, number, mnist_r
         f"the student copy of exercise {number} (and its check) raised {result.student_error} instead")
     assert result.right_check_error is None, (
         f"the instructor's answer to exercise {number} failed its check: {result.right_check_error}")
+    if result.mutation is None and result.declared:
+        return  # no automatic wrong answer; the declared ones are checked by the next test
     if result.mutation is None:
         pytest.skip(f"exercise {number}: no wrong answer could be made from the solution "
                     "(no number to change, no name assigned at its top level)")
     assert result.wrong_check_error == "AssertionError", (
         f"exercise {number} with a wrong answer ({result.mutation}): the check gave "
         f"{result.wrong_check_error or 'no error'}; it must fail with AssertionError")
+
+
+@pytest.mark.parametrize(("path", "number"), _exercise_params())
+def test_declared_wrong_and_hard_coded_answers_fail_the_check(path, number, mnist_root):
+    nb = nbformat.read(path, as_version=4)
+    cell = nb.cells[exercises(nb)[number - 1].solution]
+    kinds = [a["kind"] for a in declared_answers(cell)]
+    assert "wrong" in kinds, f"exercise {number}: declare a plausible wrong answer in its metadata"
+    if _asks_for_a_function(cell.source):
+        assert "hard-coded" in kinds, (
+            f"exercise {number} asks for a function: declare the visible example's answer hard-coded")
+    result = run_exercises(path).results[number]
+    assert [(kind, why) for kind, why, error in result.declared if error != "AssertionError"] == [], (
+        f"exercise {number}: these answers passed the check (or failed it with another error)")
+
+
+def test_with_solution_replaces_the_region_indented():
+    source = "def f(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION\nprint(1)"
+    assert with_solution(source, "y = x\nreturn 0") == (
+        "def f(x):\n    ### BEGIN SOLUTION\n    y = x\n    return 0\n    ### END SOLUTION\nprint(1)")
+    assert _asks_for_a_function(source) and not _asks_for_a_function("### BEGIN SOLUTION\nA = 1\n"
+                                                                       "### END SOLUTION")
 
 
 def test_wrong_answers_are_made_inside_the_solution_only():
@@ -575,6 +608,35 @@ class ExerciseResult:
     mutation: str | None = None
     wrong_check_error: str | None = None
     right_check_error: str | None = None
+    declared: list[tuple[str, str, str | None]] = field(default_factory=list)  # (kind, why, error)
+
+
+ANSWER_KINDS = ("wrong", "hard-coded")
+
+
+def declared_answers(cell) -> list[dict]:
+    """The plausible answers a solution cell declares in its metadata (see the module docstring)."""
+    answers = cell.get("metadata", {}).get("lrworkbook", {}).get("answers", [])
+    for answer in answers:
+        assert set(answer) == {"kind", "why", "solution"} and answer["kind"] in ANSWER_KINDS, answer
+    return answers
+
+
+def with_solution(source: str, solution: str) -> str:
+    """``source`` with the lines of its first solution region replaced by ``solution``."""
+    first, last = _regions(source, ("SOLUTION",))[0]
+    lines = source.split("\n")
+    indent = re.match(r"\s*", lines[first - 1]).group(0)
+    body = [indent + line if line.strip() else line for line in textwrap.dedent(solution).split("\n")]
+    return "\n".join(lines[:first] + body + lines[last + 1:])
+
+
+def _asks_for_a_function(source: str) -> bool:
+    """True if the exercise's answer is (the body of) a function the check calls."""
+    first, _ = _regions(source, ("SOLUTION",))[0]
+    before = source.split("\n")[:first]
+    return any(line.lstrip().startswith("def ") for line in before) or bool(
+        re.search(r"^\s*def ", "\n".join(source.split("\n")[first:]), re.MULTILINE))
 
 
 @dataclass
@@ -651,5 +713,8 @@ def _run_one(kernel: Kernel, nb, student, exercise: Exercise) -> ExerciseResult:
         result.wrong_check_error = kernel.run_all(checks)
         if result.wrong_check_error == "AssertionError":
             break
+    for answer in declared_answers(nb.cells[exercise.solution]):
+        error = kernel.run_all([with_solution(source, answer["solution"]), *checks])
+        result.declared.append((answer["kind"], answer["why"], error))
     result.right_check_error = kernel.run_all([source, *checks])
     return result

@@ -48,6 +48,20 @@ def test_bad_val_size():
         mnist_loaders(val_size=60_000)
 
 
+def test_train_size_keeps_the_first_images_of_the_same_split(mnist_root):
+    full = mnist_loaders(root=mnist_root, device="cpu", quick=True, download=False)[0]
+    small, val, _ = mnist_loaders(root=mnist_root, device="cpu", quick=True, download=False, train_size=100)
+    assert small.num_samples == 100 and torch.equal(small.indices, full.indices[:100])
+    assert torch.equal(small.images, full.images[:100]) and val.num_samples == QUICK_SIZES[1]
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_train_size(bad):
+    message = f"train_size must be an int >= 1 or None (all images), got {bad!r}."
+    with pytest.raises(ValueError, match=re.escape(message)):
+        mnist_loaders(train_size=bad)
+
+
 def _order(loader):
     return torch.cat([y for _, y in loader]).tolist()
 
@@ -189,3 +203,15 @@ def test_a_bad_lrtools_quick_is_refused_before_any_download(tmp_path, monkeypatc
     monkeypatch.setenv("LRTOOLS_QUICK", "maybe")
     with pytest.raises(ValueError, match=re.escape("LRTOOLS_QUICK='maybe' is neither on")):
         mnist_loaders(root=tmp_path, device="cpu", download=False)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_raw_files_read_as_torchvision_reads_them(mnist_root, train):
+    import torchvision
+
+    from lrtools.data import _read_split
+
+    ds = torchvision.datasets.MNIST(str(mnist_root), train=train, download=False)
+    images, labels = _read_split(str(mnist_root), train)
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert torch.equal(images, ds.data) and torch.equal(labels, ds.targets)

@@ -114,6 +114,7 @@ PUBLIC = {
     "plot_lr", "plot_history", "plot_compare", "plot_digits",
     "lr_range_test", "RangeTestResult", "suggest_steepest", "suggest_min_div10", "suggest_valley",
     "save_checkpoint", "load_checkpoint", "run_many", "summarize", "format_table", "mean_across_ranks",
+    "shard_loader", "ShardedLoader", "scale_lr_for_batch", "ScaledLR",
     "seed_everything", "pick_device", "describe_environment", "quick_mode", "bf16_supported",
 }
 
