@@ -2,8 +2,9 @@
 
 One training step (:func:`train_step`) serves :func:`fit` and :func:`lrtools.lr_range_test`;
 the LR of each step is read by :func:`lrtools.watch`, the monitor learners can attach to
-their own loops. By default every device computes in exact fp32; ``precision="bf16"`` is
-the named opt-in for bf16 autocast.
+their own loops. By default every device computes in exact fp32 (:func:`exact_fp32` turns off the
+TF32 that PyTorch otherwise uses for fp32 convolutions on Ampere and newer GPUs);
+``precision="bf16"`` is the named opt-in for bf16 autocast.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,34 @@ def resolve_device(model: nn.Module, loader: Iterable | None = None) -> torch.de
     return param.device if param is not None else torch.device("cpu")
 
 
+#: The TF32 switches of PyTorch's backends (``torch.backends.<a>.<b>.fp32_precision``).
+TF32_SWITCHES = (("cudnn", "conv"), ("cudnn", "rnn"), ("cuda", "matmul"))
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """IEEE fp32 for CUDA convolutions, RNNs and matmuls while the block runs; then the old settings.
+
+    PyTorch's default lets cuDNN compute fp32 convolutions in TF32 (a 10-bit mantissa) on
+    Ampere and newer GPUs; inside this block a GPU computes what the CPU computes. CPU ops
+    are unaffected.
+
+    Example:
+        >>> with exact_fp32():
+        ...     torch.backends.cudnn.conv.fp32_precision
+        'ieee'
+    """
+    switches = [getattr(getattr(torch.backends, a), b) for a, b in TF32_SWITCHES]
+    saved = [switch.fp32_precision for switch in switches]
+    try:
+        for switch in switches:
+            switch.fp32_precision = "ieee"
+        yield
+    finally:
+        for switch, value in zip(switches, saved):
+            switch.fp32_precision = value
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context for ``precision``: none for ``"fp32"``, bf16 autocast for ``"bf16"``.
 
@@ -88,12 +117,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
         >>> logits.shape
         torch.Size([8, 3])
     """
-    with autocast(x.device, precision):
-        logits = model(x)
-        loss = loss_fn(logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    with exact_fp32() if precision == "fp32" else contextlib.nullcontext():  # forward and backward
+        with autocast(x.device, precision):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     return loss.detach(), logits.detach()
 
 
@@ -119,7 +149,7 @@ def evaluate(model: nn.Module, loader: Iterable, *,
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32():
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 out = model(x)

@@ -593,3 +593,38 @@ def test_unknown_precisions_are_refused(small_loaders, tiny_model, precision):
         fit(tiny_model, _sgd(tiny_model), train, epochs=1, precision=precision)
     assert str(err.value) == (f"precision must be 'fp32' (exact, the default) or 'bf16' (bf16 autocast, an "
                               f"explicit opt-in for speed), got {precision!r}.")
+
+
+def _tf32_switches():
+    return [torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision,
+            torch.backends.cuda.matmul.fp32_precision]
+
+
+@pytest.mark.parametrize(("precision", "inside"), [("fp32", ["ieee"] * 3), ("bf16", None)])
+def test_fp32_training_and_evaluation_run_without_tf32_and_restore_the_switches(small_loaders, precision,
+                                                                                inside):
+    """Forward and backward see IEEE fp32 switches (what a GPU then computes in), bf16 training
+    leaves them alone, evaluation is always exact; afterwards they are what they were."""
+    train, val, _ = small_loaders
+    before = _tf32_switches()
+    model = _conv_net()
+    seen = {"forward": [], "backward": []}
+    hook = model.register_forward_hook(lambda *_: seen["forward"].append(_tf32_switches()))
+    model[0].weight.register_hook(lambda grad: seen["backward"].append(_tf32_switches()))
+    fit(model, _sgd(model), train, epochs=1, precision=precision)
+    want = inside or before
+    assert len(seen["forward"]) == len(seen["backward"]) == len(train)
+    assert all(s == want for s in seen["forward"] + seen["backward"]) and _tf32_switches() == before
+    hook.remove()
+    model.register_forward_hook(lambda *_: seen["forward"].append(_tf32_switches()))
+    evaluate(model, val)
+    assert seen["forward"][len(train):] == [["ieee"] * 3] * len(val) and _tf32_switches() == before
+
+
+def test_exact_fp32_restores_the_switches_after_an_error():
+    from lrtools.training import exact_fp32
+
+    before = _tf32_switches()
+    with pytest.raises(RuntimeError, match="boom"), exact_fp32():
+        raise RuntimeError("boom")
+    assert _tf32_switches() == before and before[0] == "tf32"  # PyTorch's default for cuDNN convs
