@@ -1,8 +1,14 @@
-"""Run several configurations over several seeds and summarise them (mean ± std).
+"""Run several configurations over several seeds, summarise them and compare them.
 
 One seed is an anecdote: two schedules a few tenths of a percent apart may swap
 places with another seed. :func:`run_many` trains every configuration once per seed,
 :func:`summarize` reduces the runs to mean, sample standard deviation and range.
+Because run ``k`` of every configuration starts from the same seed (same initial
+weights, same data order), the runs are *paired*: :func:`paired_differences`
+compares each configuration with a baseline seed by seed, with a 95 % confidence
+interval and p-value from the paired t distribution; :func:`two_sample_ci` is the
+unpaired (pooled-variance) analysis, for comparison. :func:`t_two_sided_p` and
+:func:`t_quantile` compute the t distribution exactly for integer degrees of freedom.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from .history import History
 from .training import evaluate, fit
 from .utils import progress_bar, seed_everything
 
-__all__ = ["run_many", "summarize", "format_table"]
+__all__ = ["run_many", "summarize", "format_table", "paired_differences", "two_sample_ci", "t_quantile",
+           "t_two_sided_p"]
 
 OWN_KEYS = ("train_loader", "val_loader", "epochs", "history")  # run_many passes these itself
 
@@ -153,11 +160,13 @@ def run_many(configs: Mapping[str, Callable[[int], Mapping[str, Any]]], seeds: S
     return rows, histories
 
 
-def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per configuration: runs, test accuracy mean ± sample std, min, max; mean seconds.
+def summarize(rows: Iterable[Mapping[str, Any]], metric: str = "test_acc") -> list[dict[str, Any]]:
+    """Per configuration: runs, ``metric`` mean ± sample std, min, max; mean seconds.
 
     Names keep the order of their first row. The standard deviation is the sample one
-    (divides by ``n - 1``); it is NaN for a single run.
+    (divides by ``n - 1``); it is NaN for a single run. The keys are ``metric`` plus
+    ``_mean``, ``_std``, ``_min``, ``_max`` (``test_acc_mean``, ... by default), and
+    ``metric`` itself.
 
     Example:
         >>> summary = summarize([{"name": "a", "test_acc": 0.9, "seconds": 1.0},
@@ -170,10 +179,11 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(row["name"], []).append(row)
     summary = []
     for name, runs in groups.items():
-        accs = [r["test_acc"] for r in runs]
-        summary.append({"name": name, "runs": len(runs), "test_acc_mean": statistics.fmean(accs),
-                        "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else math.nan,
-                        "test_acc_min": min(accs), "test_acc_max": max(accs),
+        values = [r[metric] for r in runs]
+        summary.append({"name": name, "runs": len(runs), "metric": metric,
+                        f"{metric}_mean": statistics.fmean(values),
+                        f"{metric}_std": statistics.stdev(values) if len(values) > 1 else math.nan,
+                        f"{metric}_min": min(values), f"{metric}_max": max(values),
                         "seconds_mean": statistics.fmean(r["seconds"] for r in runs)})
     return summary
 
@@ -188,11 +198,131 @@ def format_table(summary: Iterable[Mapping[str, Any]]) -> str:
         a       2           80.00 ±  10.00   70.00   90.00      2.0
     """
     summary = list(summary)
+    metric = summary[0].get("metric", "test_acc") if summary else "test_acc"
+    head = f"{metric.replace('_', ' ')} % (mean ± std)"
     width = max([4, *(len(str(r["name"])) for r in summary)])
-    lines = [f"{'name':<{width}} {'runs':>4}  {'test acc % (mean ± std)':>23}  {'min %':>6}  {'max %':>6}  "
-             f"{'seconds':>7}"]
+    col = max(23, len(head))
+    lines = [f"{'name':<{width}} {'runs':>4}  {head:>{col}}  {'min %':>6}  {'max %':>6}  {'seconds':>7}"]
     for r in summary:
-        lines.append(f"{r['name']:<{width}} {r['runs']:>4}  {100 * r['test_acc_mean']:>14.2f} ± "
-                     f"{100 * r['test_acc_std']:>6.2f}  {100 * r['test_acc_min']:>6.2f}  "
-                     f"{100 * r['test_acc_max']:>6.2f}  {r['seconds_mean']:>7.1f}")
+        lines.append(f"{r['name']:<{width}} {r['runs']:>4}  {100 * r[metric + '_mean']:>{col - 9}.2f} ± "
+                     f"{100 * r[metric + '_std']:>6.2f}  {100 * r[metric + '_min']:>6.2f}  "
+                     f"{100 * r[metric + '_max']:>6.2f}  {r['seconds_mean']:>7.1f}")
     return "\n".join(lines)
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value ``P(|T| >= |t|)`` of Student's t with integer ``df``, exactly.
+
+    Closed forms (Abramowitz & Stegun 26.7.3-4) with ``theta = atan(|t| / sqrt(df))``; for
+    ``df = 1`` it is ``1 - 2 atan(|t|) / pi``, for ``df = 2`` it is ``1 - |t| / sqrt(2 + t^2)``.
+
+    Example:
+        >>> round(t_two_sided_p(4.302652729749464, 2), 12)
+        0.05
+    """
+    if not isinstance(df, numbers.Integral) or df < 1:
+        raise ValueError(f"df must be a positive int, got {df!r}.")
+    if math.isinf(t):
+        return 0.0
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2, term = math.cos(theta) ** 2, 1.0
+    if df % 2 == 0:  # sin(theta) * (1 + 1/2 c^2 + 1*3/(2*4) c^4 + ... up to c^(df-2))
+        total = 1.0
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        inside = math.sin(theta) * total
+    else:  # 2/pi * (theta + sin(theta) * (cos + 2/3 cos^3 + ... up to cos^(df-2)))
+        total = 0.0 if df == 1 else 1.0
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        inside = 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile of Student's t with integer ``df`` (bisection on :func:`t_two_sided_p`).
+
+    Example:
+        >>> round(t_quantile(0.975, 2), 3), round(t_quantile(0.975, 4), 3), round(t_quantile(0.975, 30), 3)
+        (4.303, 2.776, 2.042)
+    """
+    if not 0 < q < 1:
+        raise ValueError(f"q must be strictly between 0 and 1, got {q!r}.")
+    if q <= 0.5:
+        return -t_quantile(1 - q, df) if q < 0.5 else 0.0
+    target, lo, hi = 2 * (1 - q), 0.0, 1.0  # P(|T| >= t) = 2 (1 - q) for t >= 0
+    while t_two_sided_p(hi, df) > target:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _by_name_and_seed(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[int, float]]:
+    table: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["seed"] in table.setdefault(r["name"], {}):
+            raise ValueError(f"{r['name']!r} has two runs with seed {r['seed']}.")
+        table[r["name"]][r["seed"]] = r[metric]
+    return table
+
+
+def paired_differences(rows: Iterable[Mapping[str, Any]], baseline: str, metric: str,
+                       confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Every other configuration minus ``baseline``, seed by seed, with a paired-t CI and p-value.
+
+    For configuration A, ``d_k = A_k - baseline_k`` over the seeds both ran; ``diff_mean`` is
+    their mean, ``diff_sd`` their sample std, the CI is ``diff_mean ± t(n-1) * diff_sd / sqrt(n)``
+    and ``p`` the two-sided p-value of ``t = diff_mean / (diff_sd / sqrt(n))``. In the metric's units.
+
+    Example:
+        >>> rows = [{"name": n, "seed": s, "acc": a} for n, accs in
+        ...         [("base", [1.0, 2.0, 3.0]), ("new", [1.2, 2.3, 3.4])] for s, a in enumerate(accs)]
+        >>> d = paired_differences(rows, "base", "acc")[0]
+        >>> d["name"], d["diffs"], round(d["diff_mean"], 6), round(d["ci_low"], 4), round(d["p"], 4)
+        ('new', [0.2, 0.3, 0.4], 0.3, 0.0516, 0.0351)
+    """
+    table = _by_name_and_seed(rows, metric)
+    if baseline not in table:
+        raise ValueError(f"No runs of the baseline {baseline!r}; names are {list(table)}.")
+    out = []
+    for name, runs in table.items():
+        seeds = [s for s in runs if s in table[baseline]]
+        if name == baseline or len(seeds) < 2:
+            continue
+        diffs = [round(runs[s] - table[baseline][s], 12) for s in seeds]
+        n, mean, sd = len(diffs), statistics.fmean(diffs), statistics.stdev(diffs)
+        half = t_quantile((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)
+        t = mean / (sd / math.sqrt(n)) if sd > 0 else math.copysign(math.inf, mean) if mean else math.nan
+        out.append({"name": name, "n": n, "seeds": seeds, "diffs": diffs, "diff_mean": mean, "diff_sd": sd,
+                    "ci_low": mean - half, "ci_high": mean + half, "t": t,
+                    "p": t_two_sided_p(t, n - 1) if not math.isnan(t) else 1.0})
+    return out
+
+
+def two_sample_ci(a: Sequence[float], b: Sequence[float],
+                  confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """The *unpaired* analysis: ``(mean(a) - mean(b), CI low, CI high, p)`` from a pooled-variance t.
+
+    It ignores which runs share a seed, so seed-to-seed variation that cancels in a paired
+    difference stays in its standard error ``s_p sqrt(1/n_a + 1/n_b)`` (``n_a + n_b - 2`` df).
+
+    Example:
+        >>> gap, low, high, p = two_sample_ci([1.2, 2.3, 3.4], [1.0, 2.0, 3.0])
+        >>> round(gap, 6), round(low, 3), round(high, 3), round(p, 3)
+        (0.3, -2.083, 2.683, 0.744)
+    """
+    na, nb = len(a), len(b)
+    if na < 2 or nb < 2:
+        raise ValueError(f"need at least two values on each side, got {na} and {nb}.")
+    gap = statistics.fmean(a) - statistics.fmean(b)
+    pooled = ((na - 1) * statistics.variance(a) + (nb - 1) * statistics.variance(b)) / (na + nb - 2)
+    se = math.sqrt(pooled * (1 / na + 1 / nb))
+    half = t_quantile((1 + confidence) / 2, na + nb - 2) * se
+    p = t_two_sided_p(gap / se, na + nb - 2) if se > 0 else (0.0 if gap else 1.0)
+    return gap, gap - half, gap + half, p

@@ -1,4 +1,5 @@
-"""run_many trains every config once per seed, reproducibly; summarize/format_table are exact."""
+"""run_many trains every config once per seed, reproducibly; summarize/format_table are exact; the paired
+and unpaired comparisons and the t distribution match closed forms."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from torch import nn
 from torch.optim.lr_scheduler import StepLR
 
 from lrtools import TensorLoader
-from lrtools.experiments import format_table, run_many, summarize
+from lrtools.experiments import (
+    format_table,
+    paired_differences,
+    run_many,
+    summarize,
+    t_quantile,
+    t_two_sided_p,
+    two_sample_ci,
+)
 from lrtools.training import evaluate, fit
 from lrtools.utils import seed_everything
 
@@ -257,3 +266,84 @@ def test_format_table():
         "b       1           80.00 ±    nan   80.00   80.00      4.0",
         "a       3           92.00 ±   2.00   90.00   94.00      2.0",
     ]
+
+
+def test_summarize_and_format_table_take_another_metric():
+    rows = [{"name": "a", "final_val_acc": v, "test_acc": 0.0, "seconds": 1.0} for v in (0.90, 0.94, 0.92)]
+    (a,) = summarize(rows, "final_val_acc")
+    assert a["final_val_acc_mean"] == pytest.approx(0.92) and a["final_val_acc_std"] == pytest.approx(0.02)
+    assert "test_acc_mean" not in a
+    assert format_table([a]).splitlines() == [
+        "name runs  final val acc % (mean ± std)   min %   max %  seconds",
+        "a       3                92.00 ±   2.00   90.00   94.00      1.0",
+    ]
+
+
+Q95_DF2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # df = 2: P(|T| < t) = t / sqrt(2 + t^2) = 0.95
+
+
+def test_t_distribution_closed_forms():
+    for t in (0.0, 0.3, 1.0, 2.5, 7.0):
+        assert t_two_sided_p(t, 1) == pytest.approx(1 - 2 * math.atan(t) / math.pi, abs=1e-14)
+        assert t_two_sided_p(-t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-14)
+        u = t / math.sqrt(3)
+        df3 = 1 - 2 / math.pi * (math.atan(u) + u / (1 + u * u))
+        assert t_two_sided_p(t, 3) == pytest.approx(df3, abs=1e-14)
+        c2 = 4 / (4 + t * t)  # df = 4: sin(theta) (1 + cos^2(theta) / 2)
+        assert t_two_sided_p(t, 4) == pytest.approx(1 - math.sqrt(1 - c2) * (1 + c2 / 2), abs=1e-14)
+    assert t_two_sided_p(math.inf, 3) == 0.0
+    assert t_quantile(0.975, 2) == pytest.approx(Q95_DF2, rel=1e-12)
+    assert round(t_quantile(0.975, 2), 3) == 4.303
+    assert t_quantile(0.975, 1) == pytest.approx(math.tan(0.475 * math.pi), rel=1e-12)
+    assert t_quantile(0.025, 2) == pytest.approx(-Q95_DF2, rel=1e-12) and t_quantile(0.5, 5) == 0.0
+    table = {3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 29: 2.045, 30: 2.042}  # printed t tables
+    assert {df: round(t_quantile(0.975, df), 3) for df in table} == table
+    for bad in (0, 2.5, -1):
+        with pytest.raises(ValueError, match="df must be a positive int"):
+            t_two_sided_p(1.0, bad)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        t_quantile(1.0, 2)
+
+
+def _rows(metric, table):
+    return [{"name": name, "seed": seed, metric: value} for name, values in table.items()
+            for seed, value in zip((0, 1, 2), values)]
+
+
+def test_paired_differences_exact_and_not_unpaired():
+    # a large seed effect (1, 2, 3) shared by both schedules, a steady +0.2..0.4 schedule effect
+    rows = _rows("val", {"base": [1.0, 2.0, 3.0], "new": [1.2, 2.3, 3.4], "same": [1.0, 2.0, 3.0]})
+    new, same = paired_differences(rows, "base", "val")
+    assert (new["name"], new["n"], new["seeds"], new["diffs"]) == ("new", 3, [0, 1, 2], [0.2, 0.3, 0.4])
+    half = Q95_DF2 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n), sd of (0.2, 0.3, 0.4) = 0.1
+    assert new["diff_mean"] == pytest.approx(0.3) and new["diff_sd"] == pytest.approx(0.1)
+    assert (new["ci_low"], new["ci_high"]) == pytest.approx((0.3 - half, 0.3 + half), rel=1e-9)
+    t = 0.3 / (0.1 / math.sqrt(3))
+    assert new["t"] == pytest.approx(t) and new["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+    assert new["ci_low"] > 0 and new["p"] < 0.05  # paired: the effect is resolved ...
+    gap, low, high, p = two_sample_ci([1.2, 2.3, 3.4], [1.0, 2.0, 3.0])
+    assert gap == pytest.approx(0.3) and low < 0 < high and p > 0.5  # ... unpaired it drowns in seed noise
+    assert (same["diff_mean"], same["diff_sd"], same["p"]) == (0.0, 0.0, 1.0)
+
+
+def test_paired_differences_match_seeds_not_positions():
+    rows = _rows("val", {"base": [1.0, 2.0, 3.0], "new": [1.2, 2.3, 3.4]})
+    shuffled = [rows[i] for i in (2, 0, 5, 1, 3, 4)]  # run order must not matter, the seed does
+    (new,) = paired_differences(shuffled, "base", "val")
+    assert new["seeds"] == [2, 0, 1] and sorted(new["diffs"]) == [0.2, 0.3, 0.4]
+    assert new["diff_sd"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="No runs of the baseline 'x'"):
+        paired_differences(rows, "x", "val")
+    with pytest.raises(ValueError, match="two runs with seed 0"):
+        paired_differences(rows + rows[:1], "base", "val")
+
+
+def test_two_sample_ci_exact():
+    gap, low, high, p = two_sample_ci([1.0, 2.0, 3.0], [0.0, 0.0, 3.0])  # variances 1 and 3, pooled 2
+    se = math.sqrt(2 * (1 / 3 + 1 / 3))
+    t4 = 2.7764451051977987  # t(0.975, 4)
+    assert gap == pytest.approx(1.0) and (low, high) == pytest.approx((1 - t4 * se, 1 + t4 * se), rel=1e-9)
+    c2 = 4 / (4 + (1 / se) ** 2)
+    assert p == pytest.approx(1 - math.sqrt(1 - c2) * (1 + c2 / 2), rel=1e-9)
+    with pytest.raises(ValueError, match="at least two values"):
+        two_sample_ci([1.0], [1.0, 2.0])
