@@ -103,11 +103,11 @@ def _stop(process: subprocess.Popen) -> None:
             child.kill()
 
 
-def start_lab(root: Path, work: Path) -> tuple[subprocess.Popen, Lab]:
-    """Start `jupyter lab` on a free loopback port, serving ``root``, with quick-mode env."""
+def _launch(root: Path, work: Path, arguments: list[str], cwd: Path) -> tuple[subprocess.Popen, Lab]:
+    """`jupyter lab *arguments` on a free loopback port, with quick-mode env and every user folder
+    (settings, workspaces, runtime, data, config) under ``work``; its output goes to a log."""
     from lrtools.data import resolve_data_root
 
-    _write_settings(work / "settings")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "LRTOOLS_QUICK": "1", "TQDM_DISABLE": "1",
            "LRTOOLS_DATA": str(resolve_data_root().resolve()),
@@ -115,16 +115,21 @@ def start_lab(root: Path, work: Path) -> tuple[subprocess.Popen, Lab]:
            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
            "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTER_DATA_DIR": str(work / "data"),
            "JUPYTER_CONFIG_DIR": str(work / "config")}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
+    command = [sys.executable, "-m", "jupyterlab", *arguments, "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
     if os.geteuid() == 0:  # CI and containers run as root
         command.append("--allow-root")
     log = work / "jupyterlab.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     return process, Lab(f"http://127.0.0.1:{port}", token, root, log)
+
+
+def start_lab(root: Path, work: Path) -> tuple[subprocess.Popen, Lab]:
+    """Start `jupyter lab` on a free loopback port, serving ``root``, with quick-mode env."""
+    _write_settings(work / "settings")
+    return _launch(root, work, [f"--ServerApp.root_dir={root}"], cwd=root)
 
 
 def make_lab_arguments() -> list[str]:
@@ -140,28 +145,11 @@ def start_first_launch_lab(root: Path, work: Path) -> tuple[subprocess.Popen, La
     """JupyterLab as `make lab` starts it, serving ``root`` (a copy of notebooks/), on first launch:
     empty user settings, workspaces and config folders, so only what the project ships (the
     venv's settings overrides) changes JupyterLab's defaults."""
-    from lrtools.data import resolve_data_root
-
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "LRTOOLS_QUICK": "1", "TQDM_DISABLE": "1",
-           "LRTOOLS_DATA": str(resolve_data_root().resolve())}
     for name in ("settings", "workspaces", "runtime", "data", "config"):
         (work / name).mkdir()
-    env |= {"JUPYTERLAB_SETTINGS_DIR": str(work / "settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
-            "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTER_DATA_DIR": str(work / "data"),
-            "JUPYTER_CONFIG_DIR": str(work / "config")}
     arguments = [f"--ServerApp.root_dir={root}" if a.startswith("--ServerApp.root_dir=") else a
                  for a in make_lab_arguments()]
-    command = [sys.executable, "-m", "jupyterlab", *arguments, "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    log = work / "jupyterlab.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    return process, Lab(f"http://127.0.0.1:{port}", token, root, log)
+    return _launch(root, work, arguments, cwd=ROOT)
 
 
 @pytest.fixture
