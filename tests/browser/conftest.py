@@ -152,6 +152,15 @@ def start_first_launch_lab(root: Path, work: Path) -> tuple[subprocess.Popen, La
     return _launch(root, work, arguments, cwd=ROOT)
 
 
+def _serve(process: subprocess.Popen, lab: Lab):
+    """Yield ``lab`` once its server answers; stop the server afterwards (a fixture's body)."""
+    try:
+        _wait_until_up(lab.url, lab.token, process, lab.log, timeout=120)
+        yield lab
+    finally:
+        _stop(process)
+
+
 @pytest.fixture
 def first_launch_lab(tmp_path) -> Lab:
     """JupyterLab as a learner meets it after `make lab`, serving a copy of notebooks/."""
@@ -159,12 +168,7 @@ def first_launch_lab(tmp_path) -> Lab:
     root.mkdir()
     for notebook in (ROOT / "notebooks").glob("*.ipynb"):
         shutil.copy(notebook, root / notebook.name)
-    process, lab = start_first_launch_lab(root, tmp_path)
-    try:
-        _wait_until_up(lab.url, lab.token, process, lab.log, timeout=120)
-        yield lab
-    finally:
-        _stop(process)
+    yield from _serve(*start_first_launch_lab(root, tmp_path))
 
 
 @pytest.fixture(scope="session")
@@ -173,12 +177,7 @@ def jupyterlab(tmp_path_factory) -> Lab:
     work = tmp_path_factory.mktemp("jupyterlab")
     root = work / "root"
     root.mkdir()
-    process, lab = start_lab(root, work)
-    try:
-        _wait_until_up(lab.url, lab.token, process, lab.log, timeout=120)
-        yield lab
-    finally:
-        _stop(process)
+    yield from _serve(*start_lab(root, work))
 
 
 @pytest.fixture(scope="session")
