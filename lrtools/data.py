@@ -95,18 +95,26 @@ class TensorLoader:
         return TensorLoader(self.images, self.labels, self.batch_size, shuffle=self.shuffle, seed=seed,
                             indices=self.indices)
 
+    def order(self) -> torch.Tensor:
+        """Positions (into ``images``) of the examples the next pass yields, in that order.
+
+        A pure function of ``(seed, epoch)`` when shuffling; ``0, 1, 2, ...`` otherwise.
+
+        Example:
+            >>> TensorLoader(torch.zeros(4, 1), torch.arange(4), 2).order().tolist()
+            [0, 1, 2, 3]
+        """
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = self.num_samples
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=gen).to(self.device, non_blocking=True)
+        positions = self.order().to(self.device, non_blocking=True)
         self.epoch += 1
-        for start in range(0, n, self.batch_size):
-            if self.shuffle:
-                idx = order[start:start + self.batch_size]
-                yield self.images[idx], self.labels[idx]
-            else:
-                yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+        for start in range(0, len(positions), self.batch_size):
+            idx = positions[start:start + self.batch_size]
+            yield self.images[idx], self.labels[idx]
 
 
 def resolve_data_root(root: str | os.PathLike | None = None) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -65,28 +64,16 @@ class ShardedLoader(TensorLoader):
         """How many examples this rank sees per pass: ``N // world_size``."""
         return len(self.labels) // self.world_size
 
-    def shard_positions(self) -> torch.Tensor:
+    def order(self) -> torch.Tensor:
         """Positions (into the full tensors) of this rank's examples in the current epoch's order."""
         n = len(self.labels)
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)  # as TensorLoader
-            order = torch.randperm(n, generator=gen)
-        else:
-            order = torch.arange(n)
-        return order[:n - n % self.world_size][self.rank::self.world_size]
+        return super().order()[:n - n % self.world_size][self.rank::self.world_size]
 
     def with_seed(self, seed: int) -> ShardedLoader:
         """The same shard of the same data, shuffled with another ``seed``."""
         base = TensorLoader(self.images, self.labels, self.batch_size, shuffle=self.shuffle, seed=seed,
                             indices=self.indices)
         return ShardedLoader(base, self.rank, self.world_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        positions = self.shard_positions().to(self.device)
-        self.epoch += 1
-        for start in range(0, len(positions), self.batch_size):
-            idx = positions[start:start + self.batch_size]
-            yield self.images[idx], self.labels[idx]
 
 
 def shard_loader(loader: TensorLoader, rank: int | None = None,

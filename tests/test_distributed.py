@@ -52,7 +52,7 @@ def _plateau_run(rank: int, sync: bool, history=None, model=None, optimizer=None
     only rank 1 cuts its LR.
     """
     train = shard_loader(TensorLoader(*_data(0), B, shuffle=True), rank, 2)
-    positions = train.shard_positions()
+    positions = train.order()
     val = TensorLoader(train.images[positions], (train.labels[positions] + rank) % 10, 32)
     model = model or _model()
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
