@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export LRTOOLS_DATA ?= $(CURDIR)/data
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg --nbval-cell-timeout 600
 
-.PHONY: help install data lab test test-unit test-notebooks test-torch test-browser notebooks student lint bench \
+.PHONY: help install data lab test test-unit test-notebooks test-torch test-browser notebooks student lint bench ko \
 	book gpu-check clean
 
 help:
@@ -17,7 +17,8 @@ help:
 	@echo "make notebooks  re-run every notebook on full MNIST and store the outputs"
 	@echo "make lint       ruff on lrtools/, tests/ and the notebooks"
 	@echo "make bench      speed benchmark (python -m benchmarks.bench)"
-	@echo "make student   student copies of the notebooks in build/student/"
+	@echo "make student   student copies of the notebooks in build/student/ (Korean: build/student/ko/)"
+	@echo "make ko        the Korean edition: notebooks/ko/*.ipynb from notebooks/*.ipynb + notebooks/ko/translations/"
 	@echo "make test-browser  JupyterLab in headless Chromium: Run All on 01_steplr, first launch, the book"
 	@echo "make test-torch TORCH=2.9.1 TORCHVISION=0.24.1  make test in .venv-torch-2.9.1 on that torch"
 	@echo "make book       static HTML book of the notebooks' stored outputs in build/book/"
@@ -71,6 +72,7 @@ test-torch:
 
 notebooks: data
 	LRTOOLS_QUICK=0 TQDM_DISABLE=1 $(PY) .ci/execute_notebooks.py notebooks/*.ipynb
+	$(PY) -m tools.translate build
 
 lint: $(STAMP)
 	$(PY) -m ruff check lrtools tests notebooks .ci benchmarks tools book
@@ -81,6 +83,13 @@ test-browser: data $(LAB_OVERRIDES)
 
 student: $(STAMP)
 	$(PY) -m tools.classroom notebooks build/student
+	$(PY) -m tools.classroom notebooks/ko build/student/ko
+
+# The Korean edition (한국어판): every markdown cell and translated comment from the catalogue,
+# code and stored outputs from the English notebook. `python -m tools.translate check` lists what
+# is missing or stale.
+ko: $(STAMP)
+	$(PY) -m tools.translate build
 
 bench: data
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)

@@ -31,6 +31,18 @@ def _watch_rss(stop: threading.Event, peak: list[int]) -> None:
         peak[0] = max(peak[0], total)
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _drop_widget_state(nb) -> None:
+    """Store a widget's plain-text form only: its view and state hold random model ids (a diff on
+    every re-run) and render nowhere but a live kernel."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
+
+
 def run(path: Path, save: bool, timeout: int) -> dict:
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:  # no per-cell timestamps: they would make every re-run a diff
@@ -48,6 +60,7 @@ def run(path: Path, save: bool, timeout: int) -> dict:
         watcher.join()
     seconds = time.perf_counter() - start
     if save:
+        _drop_widget_state(nb)
         nbformat.write(nb, path)
     return {"notebook": path.name, "seconds": round(seconds, 1), "peak_rss_mb": round(peak[0] / 2**20)}
 

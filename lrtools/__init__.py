@@ -10,6 +10,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TensorLoader, mnist_loaders
 from .distributed import ScaledLR, ShardedLoader, mean_across_ranks, scale_lr_for_batch, shard_loader
 from .experiments import format_table, run_many, summarize
+from .explorer import explorer_lrs, schedule_explorer
 from .finder import RangeTestResult, lr_range_test, suggest_min_div10, suggest_steepest, suggest_valley
 from .history import History
 from .models import SmallCNN
@@ -25,7 +26,7 @@ __all__ = [
     "mnist_loaders", "TensorLoader",
     "SmallCNN",
     "fit", "evaluate", "History", "DivergenceError",
-    "preview_schedule", "current_lrs", "set_lr", "scale_lr",
+    "preview_schedule", "current_lrs", "set_lr", "scale_lr", "explorer_lrs", "schedule_explorer",
     "watch", "LRWarning",
     "plot_lr", "plot_history", "plot_compare", "plot_digits",
     "lr_range_test", "RangeTestResult", "suggest_steepest", "suggest_min_div10", "suggest_valley",

@@ -111,6 +111,7 @@ def test_describe_environment_names_versions_and_device():
 PUBLIC = {
     "mnist_loaders", "TensorLoader", "SmallCNN", "fit", "evaluate", "History", "DivergenceError",
     "preview_schedule", "current_lrs", "set_lr", "scale_lr", "watch", "LRWarning",
+    "explorer_lrs", "schedule_explorer",
     "plot_lr", "plot_history", "plot_compare", "plot_digits",
     "lr_range_test", "RangeTestResult", "suggest_steepest", "suggest_min_div10", "suggest_valley",
     "save_checkpoint", "load_checkpoint", "run_many", "summarize", "format_table", "mean_across_ranks",
