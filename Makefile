@@ -19,7 +19,7 @@ help:
 	@echo "make bench      speed benchmark (python -m benchmarks.bench)"
 	@echo "make student   student copies of the notebooks in build/student/ (Korean: build/student/ko/)"
 	@echo "make ko        the Korean edition: notebooks/ko/*.ipynb from notebooks/*.ipynb + notebooks/ko/translations/"
-	@echo "make test-browser  JupyterLab in headless Chromium: Run All on 01_steplr, first launch, the book"
+	@echo "make test-browser  JupyterLab in headless Chromium: Run All on 01_steplr, the 04 explorer, Korean 00, first launch, the book"
 	@echo "make test-torch TORCH=2.9.1 TORCHVISION=0.24.1  make test in .venv-torch-2.9.1 on that torch"
 	@echo "make book       static HTML book of the notebooks' stored outputs in build/book/"
 	@echo "make gpu-check  on a CUDA machine: bench + notebooks 00, 01, 07 on the GPU (build/gpu-check.json)"
@@ -78,7 +78,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check lrtools tests notebooks .ci benchmarks tools book
 
 test-browser: data $(LAB_OVERRIDES)
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@(command -v chromium && fc-list :lang=ko | grep -q .) >/dev/null 2>&1 \
+		|| (apt-get update && apt-get install -y chromium fonts-nanum)  # fonts-nanum: Hangul for the Korean test
 	$(PY) -m pytest tests/browser
 
 student: $(STAMP)

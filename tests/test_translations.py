@@ -25,7 +25,8 @@ IDS = [path.name for path in ENGLISH]
 
 def test_there_is_a_catalogue_for_every_english_notebook():
     assert len(ENGLISH) == 9
-    assert sorted(p.name for p in translate.CATALOGUES.glob("*.json")) == [f"{p.name[:2]}.json" for p in ENGLISH]
+    catalogues = sorted(p.name for p in translate.CATALOGUES.glob("*.json"))
+    assert catalogues == [f"{p.name[:2]}.json" for p in ENGLISH]
 
 
 @pytest.mark.parametrize("notebook", ENGLISH, ids=IDS)
@@ -85,8 +86,9 @@ def test_changing_one_english_sentence_makes_its_translation_stale(english_copy)
     nbformat.write(nb, path)
     found = problems(path, catalogue)
     assert len(found) == 1
-    assert found[0].startswith(f"{path.name} cell {cell.id}: stale translation, the English changed after it "
-                               f"was translated. Update its Korean and en_sha256 ({english_sha(cell.source)}).")
+    assert found[0].startswith(f"{path.name} cell {cell.id}: stale translation, the English changed after "
+                               f"it was translated. Update its Korean and en_sha256 "
+                               f"({english_sha(cell.source)}).")
     assert found[0].endswith("The English now reads:\n" + cell.source)
     with pytest.raises(ValueError, match="1 translation problem"):
         korean_notebook(path, catalogue)
@@ -114,13 +116,15 @@ def test_a_changed_comment_and_a_marker_comment_are_reported(english_copy):
     catalogue = json.loads(json.dumps(catalogue))
     catalogue["comments"][cell_id].append(["### BEGIN SOLUTION", "### 풀이 시작"])
     found = problems(path, catalogue)
-    assert found[0].startswith(f"{path.name} cell {cell_id}: the comment {pairs[0][0]!r} is no longer in the code")
-    assert found[1] == f"{path.name} cell {cell_id}: '### BEGIN SOLUTION' is read by tools; keep it in English"
+    where = f"{path.name} cell {cell_id}"
+    assert found[0].startswith(f"{where}: the comment {pairs[0][0]!r} is no longer in the code")
+    assert found[1] == f"{where}: '### BEGIN SOLUTION' is read by tools; keep it in English"
 
 
 @pytest.mark.parametrize(("korean", "problem"), [
     ("`lr`을 0.1로, $\\eta_0$ 기준으로 [문서](https://pytorch.org)를 봅니다.", None),
-    ("`학습률`을 0.1로, $\\eta_0$ 기준으로 [문서](https://pytorch.org)를 봅니다.", "code span `lr` is missing"),
+    ("`학습률`을 0.1로, $\\eta_0$ 기준으로 [문서](https://pytorch.org)를 봅니다.",
+     "code span `lr` is missing"),
     ("`lr`을 0.1로, 기준으로 [문서](https://pytorch.org)를 봅니다.", "math $\\eta_0$ is missing"),
     ("`lr`을 0.01로, $\\eta_0$ 기준으로 [문서](https://pytorch.org)를 봅니다.", "number 0.1 is missing"),
     ("`lr`을 0.1로, $\\eta_0$ 기준으로 문서를 봅니다.", "link https://pytorch.org is missing"),
@@ -148,3 +152,19 @@ def test_korean_student_copies(tmp_path):
     assert all(totals.solutions > 0 for _, totals in written)
     student = nbformat.read(tmp_path / "ko" / IDS[0], as_version=4)
     assert "준비" in student.cells[1].source or any("학습률" in c.source for c in student.cells)
+
+
+def test_readme_ko_opens_every_korean_notebook_and_the_readme_links_to_it():
+    from tools import notebook_header as nh
+
+    readme_ko = (ROOT / "README.ko.md").read_text(encoding="utf-8")
+    for notebook in ENGLISH:
+        relpath = f"notebooks/ko/{notebook.name}"
+        row = next((line for line in readme_ko.splitlines() if line.startswith(f"| [`{notebook.name}`]")), "")
+        title = load_catalogue(notebook)["markdown"][nbformat.read(notebook, as_version=4).cells[0].id]["ko"]
+        assert f"]({relpath})" in row, relpath
+        assert nh.colab_url(relpath) in row and nh.binder_url(relpath) in row, relpath
+        assert row.split(" | ")[1] in title, f"README.ko.md: the Korean title of {notebook.name}"
+    # An absolute link: the README is also the book's landing page, where README.ko.md is no page.
+    korean = f"[한국어]({nh.repository_url()}/blob/{nh.BRANCH}/README.ko.md)"
+    assert korean in (ROOT / "README.md").read_text(encoding="utf-8")

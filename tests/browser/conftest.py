@@ -59,9 +59,20 @@ def chromium_path() -> Path:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
         subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env, capture_output=True)
+    if not _korean_font() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "fonts-nanum"], check=True, env=env, capture_output=True)
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found. Fix: `sudo apt-get install -y chromium` (Debian/Ubuntu).")
     return CHROMIUM
+
+
+def _korean_font() -> bool:
+    """Whether fontconfig knows a font with Hangul (else the Korean notebooks render as boxes)."""
+    if not shutil.which("fc-list"):
+        return False
+    found = subprocess.run(["fc-list", ":lang=ko", "family"], capture_output=True, text=True)
+    return bool(found.stdout.strip())
 
 
 def _write_settings(folder: Path) -> None:
