@@ -160,15 +160,17 @@ def english_notebooks() -> list[Path]:
     return sorted(ENGLISH.glob("[0-9][0-9]_*.ipynb"))
 
 
-def build(notebooks: list[Path] | None = None) -> list[Path]:
-    """Write notebooks/ko/*.ipynb from today's English notebooks and catalogues (make ko)."""
+def build(notebooks: list[Path] | None = None) -> list[tuple[Path, bool]]:
+    """Write notebooks/ko/*.ipynb from today's English notebooks and catalogues (make ko);
+    returns each Korean notebook and whether it changed."""
     written = []
     for notebook in english_notebooks() if notebooks is None else notebooks:
         target = KOREAN / notebook.name
         text = nbformat.writes(korean_notebook(notebook, load_catalogue(notebook))) + "\n"
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
+        changed = not target.exists() or target.read_text(encoding="utf-8") != text
+        if changed:
             target.write_text(text, encoding="utf-8")
-        written.append(target)
+        written.append((target, changed))
     return written
 
 
@@ -179,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [nb for nb in english_notebooks() if not args.notebooks or nb.name[:2] in args.notebooks]
     if args.command == "build":
-        for path in build(chosen):
-            print(f"wrote {path.relative_to(ROOT)}")
+        for path, changed in build(chosen):
+            print(f"{'wrote' if changed else 'up to date'} {path.relative_to(ROOT)}")
         return 0
     found = [line for nb in chosen for line in problems(nb, load_catalogue(nb))]
     for line in found:

@@ -17,7 +17,8 @@ PLOT_SRC = "() => document.querySelector('.lr-explorer .lr-explorer-plot')?.getA
 
 def test_moving_a_slider_redraws_the_explorer(jupyterlab, page):
     shutil.copy(NOTEBOOK, jupyterlab.root / NOTEBOOK.name)  # the original is never saved over
-    page.goto(f"{jupyterlab.url}/lab/tree/{NOTEBOOK.name}?token={jupyterlab.token}")
+    # Its own workspace: the session-wide JupyterLab would otherwise reopen the other tests' notebooks.
+    page.goto(f"{jupyterlab.url}/lab/workspaces/explorer/tree/{NOTEBOOK.name}?token={jupyterlab.token}")
     page.wait_for_function(KERNEL_READY, timeout=120_000)
 
     # The explorer's cell needs nothing but lrtools: run it alone (click into it, Shift+Enter).

@@ -42,7 +42,8 @@ def test_run_all_steplr_in_jupyterlab(jupyterlab, page, mnist_root):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     shutil.copy(NOTEBOOK, jupyterlab.root / NOTEBOOK.name)  # the original is never saved over
 
-    page.goto(f"{jupyterlab.url}/lab/tree/{NOTEBOOK.name}?token={jupyterlab.token}")
+    # Its own workspace: the session-wide JupyterLab would otherwise reopen the other tests' notebooks.
+    page.goto(f"{jupyterlab.url}/lab/workspaces/run-all-01/tree/{NOTEBOOK.name}?token={jupyterlab.token}")
     page.wait_for_function(KERNEL_READY, timeout=120_000)
     output = page.locator(".jp-OutputArea-output", has_text=TABLE_HEADER).first
     try:

@@ -28,7 +28,8 @@ def test_the_korean_notebook_renders_in_jupyterlab(jupyterlab, page, chromium_pa
                 for line in cell.source.splitlines() if line.startswith("## ")]
     shutil.copy(NOTEBOOK, jupyterlab.root / f"ko-{NOTEBOOK.name}")
 
-    page.goto(f"{jupyterlab.url}/lab/tree/ko-{NOTEBOOK.name}?token={jupyterlab.token}")
+    # Its own workspace: the session-wide JupyterLab would otherwise reopen the other tests' notebooks.
+    page.goto(f"{jupyterlab.url}/lab/workspaces/korean/tree/ko-{NOTEBOOK.name}?token={jupyterlab.token}")
     page.wait_for_function(KERNEL_READY, timeout=120_000)
     heading = page.locator(".jp-RenderedMarkdown h1", has_text=title.split(" · ")[1]).first
     heading.wait_for(state="visible", timeout=60_000)
