@@ -132,7 +132,8 @@ def test_dry_run_reports_a_wrong_lr_table_and_a_failing_cell(tmp_path):
     nbformat.write(_notebook(LR_TABLE), good)
     nbformat.write(_notebook(LR_TABLE.replace("3: lr 1e-02", "3: lr 1e-03")), bad)
     failing = _notebook(LR_TABLE)
-    failing.cells.insert(2, new_code_cell("raise RuntimeError('boom')"))
+    # a message ending in a separator line, as torchrun's does when a worker fails
+    failing.cells.insert(2, new_code_cell("raise RuntimeError('boom\\n=====')"))
     nbformat.write(failing, boom)
     before = _sha([good, bad, boom])
     report_path = tmp_path / "gpu-check.json"
@@ -145,7 +146,8 @@ def test_dry_run_reports_a_wrong_lr_table_and_a_failing_cell(tmp_path):
     assert rows["good.ipynb"]["lr_tables"] == {"cells_compared": 1, "equal": True, "mismatches": []}
     assert rows["bad.ipynb"]["status"] == "lr tables differ"
     assert "-epoch 3: lr 1e-03" in rows["bad.ipynb"]["lr_tables"]["mismatches"][0]["diff"]
-    assert rows["boom.ipynb"]["status"] == "error" and "boom" in rows["boom.ipynb"]["error"]
+    assert rows["boom.ipynb"]["status"] == "error"
+    assert rows["boom.ipynb"]["error"] == "RuntimeError: boom\n====="
     assert report["status"] == "failed" and "DIFFERENT" in done.stdout
     assert _sha([good, bad, boom]) == before, "the dry run changed a notebook"
 

@@ -123,7 +123,9 @@ def run_notebook(path: Path, rules, timeout: int) -> dict:
     try:
         client.execute()
     except CellExecutionError as error:
-        row["status"], row["error"] = "error", str(error).strip().splitlines()[-1][:500]
+        # The exception's own name and text: the traceback's last line can be a separator of
+        # the exception's text (e.g. torchrun's "=====" under a child's failure).
+        row["status"], row["error"] = "error", f"{error.ename}: {error.evalue}"[:1500]
     except Exception as error:  # a dead kernel, a timeout: report it, go on with the next notebook
         row["status"], row["error"] = "error", f"{type(error).__name__}: {error}"[:500]
     row["seconds"] = round(time.perf_counter() - start, 1)
