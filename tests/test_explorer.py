@@ -22,9 +22,7 @@ def trained_lrs(name: str, epochs: int, steps_per_epoch: int, step_every: str,
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    arguments = {knob.name: knob.default for knob in SCHEDULERS[name]}
-    arguments = {k: int(v) if float(v).is_integer() and k not in ("gamma", "eta_min", "power") else v
-                 for k, v in arguments.items()}
+    arguments = {knob.name: int(knob.default) if knob.is_int else knob.default for knob in SCHEDULERS[name]}
     if name == "OneCycleLR":
         arguments.update(max_lr=lr, total_steps=epochs * (steps_per_epoch if step_every == "step" else 1))
     scheduler = getattr(lr_scheduler, name)(optimizer, **arguments)

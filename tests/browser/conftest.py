@@ -36,6 +36,12 @@ LAB_SETTINGS = {
 }
 
 
+#: True once the notebook's kernel exists and is idle (the indicator also reads "idle" before any
+#: kernel exists: "No Kernel | Initializing").
+KERNEL_READY = """() => document.querySelector('.jp-KernelName')?.textContent.startsWith('Python')
+    && document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'"""
+
+
 @dataclass
 class Lab:
     """A running JupyterLab: its base URL, token and the folder it serves."""
@@ -44,6 +50,19 @@ class Lab:
     token: str
     root: Path
     log: Path
+
+    def wait_idle(self, page, timeout_ms: int = 120_000) -> None:
+        """Wait until the open notebook's kernel is started and idle."""
+        page.wait_for_function(KERNEL_READY, timeout=timeout_ms)
+
+    def open(self, page, notebook: Path, name: str | None = None) -> None:
+        """Open a copy of ``notebook`` (the original is never saved over) in a workspace of its own
+        (a session-wide server would otherwise reopen the notebooks earlier tests opened), and wait
+        for its kernel."""
+        name = name or notebook.name
+        shutil.copy(notebook, self.root / name)
+        page.goto(f"{self.url}/lab/workspaces/{Path(name).stem}/tree/{name}?token={self.token}")
+        self.wait_idle(page)
 
 
 def _free_port() -> int:
@@ -59,9 +78,6 @@ def chromium_path() -> Path:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
         subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env, capture_output=True)
-    if not _korean_font() and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "fonts-nanum"], check=True, env=env, capture_output=True)
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found. Fix: `sudo apt-get install -y chromium` (Debian/Ubuntu).")
     return CHROMIUM
@@ -73,6 +89,17 @@ def _korean_font() -> bool:
         return False
     found = subprocess.run(["fc-list", ":lang=ko", "family"], capture_output=True, text=True)
     return bool(found.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def korean_font(chromium_path) -> None:
+    """A font with Hangul for Chromium; Debian's fonts-nanum installed when missing and running as root."""
+    if not _korean_font() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "fonts-nanum"], check=True, env=env, capture_output=True)
+    if not _korean_font():
+        pytest.fail("no Korean font, so Hangul would render as boxes. "
+                    "Fix: `sudo apt-get install -y fonts-nanum`")
 
 
 def _write_settings(folder: Path) -> None:

@@ -3,23 +3,17 @@ keyboard, and check that the plot and the line under the controls changed (scree
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "04_scheduler_tour.ipynb"
 BEFORE = ROOT / "build" / "jupyterlab-04-explorer-before.png"
 AFTER = ROOT / "build" / "jupyterlab-04-explorer-after.png"
-KERNEL_READY = """() => document.querySelector('.jp-KernelName')?.textContent.startsWith('Python')
-    && document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'"""
 PLOT_SRC = "() => document.querySelector('.lr-explorer .lr-explorer-plot')?.getAttribute('src')"
 
 
 def test_moving_a_slider_redraws_the_explorer(jupyterlab, page):
-    shutil.copy(NOTEBOOK, jupyterlab.root / NOTEBOOK.name)  # the original is never saved over
-    # Its own workspace: the session-wide JupyterLab would otherwise reopen the other tests' notebooks.
-    page.goto(f"{jupyterlab.url}/lab/workspaces/explorer/tree/{NOTEBOOK.name}?token={jupyterlab.token}")
-    page.wait_for_function(KERNEL_READY, timeout=120_000)
+    jupyterlab.open(page, NOTEBOOK)
 
     # The explorer's cell needs nothing but lrtools: run it alone (click into it, Shift+Enter).
     cell = page.locator(".jp-CodeCell", has_text="schedule_explorer(\"StepLR\"").first

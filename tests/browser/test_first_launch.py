@@ -13,8 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRST = "00_setup_and_baseline.ipynb"
 SCREENSHOT = ROOT / "build" / "jupyterlab-first-launch.png"
 OVERRIDES = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
-KERNEL_READY = """() => document.querySelector('.jp-KernelName')?.textContent.startsWith('Python')
-    && document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'"""
 #: How long after the notebook is ready a prompt would still have time to appear.
 SETTLE_MS = 8_000
 
@@ -28,7 +26,7 @@ def test_first_launch_opens_00_without_the_news_prompt(first_launch_lab, page):
     lab = first_launch_lab
     page.goto(f"{lab.url}/?token={lab.token}")  # where `make lab` points the browser
     try:
-        page.wait_for_function(KERNEL_READY, timeout=120_000)
+        lab.wait_idle(page)
         page.wait_for_timeout(SETTLE_MS)
     finally:
         SCREENSHOT.parent.mkdir(exist_ok=True)

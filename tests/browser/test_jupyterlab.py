@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -21,18 +20,15 @@ STEPLR_TABLE = [["epoch", "preview", "formula"]] + [
     [str(epoch), *[f"{0.05 * 0.1 ** (epoch // 2):.1e}"] * 2] for epoch in range(8)]
 TABLE_HEADER = re.compile(r"epoch\s+preview\s+formula")
 PROMPTS = "() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]"
-# The indicator also reads "idle" before any kernel exists ("No Kernel | Initializing").
-KERNEL_READY = """() => document.querySelector('.jp-KernelName')?.textContent.startsWith('Python')
-    && document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'"""
 
 
-def run_all(page) -> None:
+def run_all(page, lab) -> None:
     """Run → Run All Cells, then wait until every queued cell has run."""
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
     page.wait_for_function(f"{PROMPTS}.some(e => e.textContent.includes('*'))", timeout=30_000)
     page.wait_for_function(f"{PROMPTS}.every(e => !e.textContent.includes('*'))", timeout=RUN_TIMEOUT_MS)
-    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    lab.wait_idle(page, timeout_ms=60_000)
 
 
 def test_run_all_steplr_in_jupyterlab(jupyterlab, page, mnist_root):
@@ -40,14 +36,10 @@ def test_run_all_steplr_in_jupyterlab(jupyterlab, page, mnist_root):
         pytest.fail(f"{NOTEBOOK} is missing")
     before = hashlib.sha256(NOTEBOOK.read_bytes()).hexdigest()
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    shutil.copy(NOTEBOOK, jupyterlab.root / NOTEBOOK.name)  # the original is never saved over
-
-    # Its own workspace: the session-wide JupyterLab would otherwise reopen the other tests' notebooks.
-    page.goto(f"{jupyterlab.url}/lab/workspaces/run-all-01/tree/{NOTEBOOK.name}?token={jupyterlab.token}")
-    page.wait_for_function(KERNEL_READY, timeout=120_000)
+    jupyterlab.open(page, NOTEBOOK)
     output = page.locator(".jp-OutputArea-output", has_text=TABLE_HEADER).first
     try:
-        run_all(page)
+        run_all(page, jupyterlab)
         if output.count():
             output.scroll_into_view_if_needed()
     finally:  # a screenshot also when something failed, to see why
